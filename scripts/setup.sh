@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Installs every Debian package shapebias needs to build, test and run. Idempotent.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libtorch-dev                                   # models, autograd (LibTorch 1.13, CPU)
+  libxtensor-dev xtl-dev libxtensor-blas-dev libopenblas-dev
+  libhdf5-dev hdf5-tools                         # tensor store; h5dump in tests
+  catch2 libcli11-dev nlohmann-json3-dev
+  libpng-dev libjpeg-dev                         # image decoding (libjpeg-turbo)
+  libbenchmark-dev
+  pybind11-dev python3-dev python3-numpy python3-pytest
+  python3-torch python3-torchvision python3-h5py python3-pil   # fixtures and references only
+  dataset-fashion-mnist                          # the embedded default data set
+  time                                           # /usr/bin/time for peak-memory benchmarks
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+echo "setup: all ${#packages[@]} packages present" >&2

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+// `shapebias dump`: options; the work runs in the LibTorch plugin.
+#include <iostream>
+
+#include "common/data_cli.hpp"
+#include "common/plugin.hpp"
+#include "common/provenance.hpp"
+
+namespace shapebias::tools {
+
+int run_dump(std::span<char*> args) {
+  dump_options o;
+  CLI::App app{"Run a TorchScript model on a data set and write the activations of chosen layers, batch by\n"
+               "batch, to an HDF5 store (-o FILE.h5) or a stream ('-o -' or any other name).\n\n"
+               "Example: shapebias dump fashion_cnn.pt /usr/share/datasets/fashion-mnist \\\n"
+               "           -l features.0,features.3,logits -o - | shapebias view -",
+               "shapebias dump"};
+  app.add_option("model", o.model, "TorchScript model file")->required()->group("Input");
+  add_data_options(app, o.data);
+  app.add_option("--limit", o.limit, "Process only the first N inputs (0: all)")->group("Input")->capture_default_str();
+  app.add_option("-l,--layers", o.layers, "Layers to tap, comma-separated (see 'shapebias layers'); "
+                                          "'input' and 'logits' are always available")
+      ->required()->delimiter(',')->group("Output");
+  app.add_option("-o,--output", o.output, "Output: FILE.h5 (HDF5 store), '-' (stream to stdout) or FILE (stream) "
+                                          "[- when stdout is not a terminal]")
+      ->group("Output");
+  app.add_flag("--resume", o.resume, "Continue FILE.h5.partial left by a killed run with the same settings")
+      ->group("Output");
+  app.add_option("--deflate", o.deflate, "HDF5 deflate level (with shuffle); 0 stores uncompressed")
+      ->check(CLI::Range(0, 9))->group("Output")->capture_default_str();
+  add_common_options(app, o.common);
+  if (!parse(app, args)) return 0;
+  if (o.output.empty()) {
+    if (is_terminal(1)) throw usage_error("no output: give -o FILE.h5, or -o - with stdout on a pipe");
+    o.output = "-";
+  }
+  if (o.output == "-" && is_terminal(1)) throw usage_error("refusing to write a binary stream to a terminal");
+  o.record = start_record("dump", args).dump();
+  plugin().dump(o);
+  return 0;
+}
+
+int run_layers(std::span<char*> args) {
+  layers_options o;
+  CLI::App app{"List every tappable layer of a TorchScript model (module paths, nested ones included, in call\n"
+               "order) with its class and output shape for one input of the given size.\n\n"
+               "Example: shapebias layers resnet50.pt --input-size 3,224,224",
+               "shapebias layers"};
+  app.add_option("model", o.model, "TorchScript model file")->required()->group("Input");
+  app.add_option("--input-size", o.input_size, "Input size C,H,W")
+      ->required()->delimiter(',')->expected(3)->check(CLI::PositiveNumber)->group("Input");
+  add_common_options(app, o.common, opt_threads | opt_device);
+  if (!parse(app, args)) return 0;
+  plugin().layers(o);
+  return 0;
+}
+
+}  // namespace shapebias::tools

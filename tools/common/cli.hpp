@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: MIT
+// Command-line plumbing shared by every verb: common options, parsing with usage errors mapped to
+// exit status 2, and the progress display.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+namespace shapebias::tools {
+
+/// A usage error: main() prints it as one line and exits with status 2.
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Options every model-running verb shares (STYLE.md §4).
+struct common_options {
+  int threads = 1;
+  std::string device = "cpu";
+  std::size_t batch_size = 64;
+  bool quiet = false;
+};
+
+enum common_flag : unsigned { opt_threads = 1, opt_device = 2, opt_batch = 4, opt_quiet = 8, opt_all = 15 };
+
+/// Registers the chosen common options in the "Common" group.
+void add_common_options(CLI::App& app, common_options& o, unsigned which = opt_all);
+
+/// Parses args (args[0] is the program name). Returns false when help was asked for and printed to
+/// stdout (the verb then returns 0); throws usage_error on a parse error.
+bool parse(CLI::App& app, std::span<char*> args);
+
+/// True when file descriptor fd is a terminal.
+bool is_terminal(int fd);
+
+/// "verb: 1200/10000 rows (12%), 340 rows/s" on stderr, redrawn at most 4 times a second, only
+/// when stderr is a terminal and not --quiet.
+class progress {
+ public:
+  progress(std::string verb, std::uint64_t total, bool quiet);
+  void update(std::uint64_t done);
+  void finish();
+
+ private:
+  std::string verb_;
+  std::uint64_t total_;
+  bool on_;
+  std::chrono::steady_clock::time_point start_, last_;
+  std::uint64_t first_done_ = UINT64_MAX;
+};
+
+}  // namespace shapebias::tools

@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MIT
+// The data-set and preprocessing options shared by every verb that reads images.
+#pragma once
+
+#include "common/plugin.hpp"
+
+namespace shapebias::tools {
+
+inline void add_data_options(CLI::App& app, data_options& d) {
+  app.add_option("data", d.path,
+                 "Data set: a Fashion-MNIST/MNIST IDX folder, an image folder (one subfolder per class), or a "
+                 "list file of 'path label' lines")
+      ->required()->group("Input");
+  app.add_option("--format", d.format, "Data set format")
+      ->check(CLI::IsMember({"auto", "idx", "folder", "list"}))->group("Input")->capture_default_str();
+  app.add_option("--split", d.split, "IDX split")->check(CLI::IsMember({"train", "test"}))->group("Input")
+      ->capture_default_str();
+  app.add_option("--channels", d.channels, "Convert images to 1 (luma) or 3 (RGB) channels; 0 keeps them")
+      ->check(CLI::IsMember({0, 1, 3}))->group("Preprocessing")->capture_default_str();
+  app.add_option("--resize", d.resize, "Resize the shorter side to N pixels (bilinear, antialiased, as torchvision)")
+      ->check(CLI::NonNegativeNumber)->group("Preprocessing")->capture_default_str();
+  app.add_option("--crop", d.crop, "Centre crop N x N pixels after resizing")
+      ->check(CLI::NonNegativeNumber)->group("Preprocessing")->capture_default_str();
+  app.add_option("--normalize", d.normalize,
+                 "Normalisation after scaling to [0,1]: none, imagenet, or MEAN/STD with comma lists "
+                 "(e.g. 0.286/0.353)")
+      ->group("Preprocessing")->capture_default_str();
+}
+
+}  // namespace shapebias::tools

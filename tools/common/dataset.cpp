@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: MIT
+#include "common/dataset.hpp"
+
+#include <jpeglib.h>
+#include <png.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "common/cli.hpp"
+#include "common/provenance.hpp"
+#include "shapebias/core/errors.hpp"
+
+namespace shapebias::tools {
+namespace fs = std::filesystem;
+namespace {
+
+// ---- decoding ------------------------------------------------------------------------------------
+
+struct jpeg_error : jpeg_error_mgr {
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = "";
+};
+
+void jpeg_fail(j_common_ptr c) {
+  auto* e = reinterpret_cast<jpeg_error*>(c->err);
+  (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+
+image decode_jpeg(const std::string& path, std::FILE* f) {
+  jpeg_decompress_struct d{};
+  jpeg_error err{};
+  d.err = jpeg_std_error(&err);
+  err.error_exit = jpeg_fail;
+  image img;
+  // Nothing with a destructor may be created between setjmp and the last libjpeg call.
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&d);
+    throw io_error(quote_name(path) + ": image does not decode as JPEG: " + err.message);
+  }
+  jpeg_create_decompress(&d);
+  jpeg_stdio_src(&d, f);
+  jpeg_read_header(&d, TRUE);
+  if (d.jpeg_color_space == JCS_CMYK || d.jpeg_color_space == JCS_YCCK) {
+    jpeg_destroy_decompress(&d);
+    throw io_error(quote_name(path) + ": CMYK JPEG images are not supported");
+  }
+  d.out_color_space = JCS_RGB;
+  jpeg_start_decompress(&d);
+  img.height = static_cast<int>(d.output_height);
+  img.width = static_cast<int>(d.output_width);
+  img.channels = 3;
+  img.pixels.resize(static_cast<std::size_t>(img.height) * static_cast<std::size_t>(img.width) * 3);
+  while (d.output_scanline < d.output_height) {
+    JSAMPROW row = img.pixels.data() + static_cast<std::size_t>(d.output_scanline) * img.width * 3;
+    jpeg_read_scanlines(&d, &row, 1);
+  }
+  jpeg_finish_decompress(&d);
+  jpeg_destroy_decompress(&d);
+  return img;
+}
+
+image decode_png(const std::string& path) {
+  png_image p{};
+  p.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&p, path.c_str()))
+    throw io_error(quote_name(path) + ": image does not decode as PNG: " + p.message);
+  p.format = PNG_FORMAT_RGB;
+  image img;
+  img.height = static_cast<int>(p.height);
+  img.width = static_cast<int>(p.width);
+  img.channels = 3;
+  img.pixels.resize(PNG_IMAGE_SIZE(p));
+  if (!png_image_finish_read(&p, nullptr, img.pixels.data(), 0, nullptr)) {
+    const std::string msg = p.message;
+    png_image_free(&p);
+    throw io_error(quote_name(path) + ": image does not decode as PNG: " + msg);
+  }
+  return img;
+}
+
+// ---- IDX -----------------------------------------------------------------------------------------
+
+std::uint32_t be32(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) | p[3];
+}
+
+/// Reads a whole IDX file (gzip or plain) and checks its magic number and dimensions.
+std::vector<unsigned char> read_idx(const std::string& path, std::uint32_t magic, std::vector<std::uint32_t>& dims) {
+  gzFile g = gzopen(path.c_str(), "rb");
+  if (!g) throw io_error(quote_name(path) + ": cannot open: " + std::strerror(errno));
+  std::vector<unsigned char> data;
+  unsigned char buf[1 << 16];
+  int n;
+  while ((n = gzread(g, buf, sizeof buf)) > 0) data.insert(data.end(), buf, buf + n);
+  int errnum = 0;
+  const char* msg = gzerror(g, &errnum);
+  const std::string why = errnum != Z_OK && errnum != Z_STREAM_END ? msg : "";
+  gzclose(g);
+  if (n < 0 || !why.empty()) throw io_error(quote_name(path) + ": corrupt gzip data: " + why);
+  if (data.size() < 4 || be32(data.data()) != magic)
+    throw io_error(quote_name(path) + ": not an IDX file of the expected kind (magic number)");
+  const std::size_t ndim = magic & 0xff;
+  if (data.size() < 4 + 4 * ndim) throw io_error(quote_name(path) + ": truncated IDX header");
+  std::size_t count = 1;
+  dims.clear();
+  for (std::size_t i = 0; i < ndim; ++i) {
+    dims.push_back(be32(data.data() + 4 + 4 * i));
+    count *= dims.back();
+  }
+  if (data.size() != 4 + 4 * ndim + count)
+    throw io_error(quote_name(path) + ": IDX size mismatch: header says " + std::to_string(count) + " bytes of data, file has " +
+                   std::to_string(data.size() - 4 - 4 * ndim));
+  data.erase(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(4 + 4 * ndim));
+  return data;
+}
+
+std::string find_idx(const fs::path& dir, const std::string& stem) {
+  for (const char* ext : {".gz", ""}) {
+    const auto p = dir / (stem + ext);
+    if (fs::exists(p)) return p.string();
+  }
+  throw io_error(quote_name(dir.string()) + ": no IDX file " + stem + "[.gz] in this folder");
+}
+
+class idx_dataset : public dataset {
+ public:
+  idx_dataset(const std::string& dir, const std::string& split) : dir_(dir), split_(split) {
+    const std::string prefix = split == "train" ? "train" : "t10k";
+    images_path_ = find_idx(dir, prefix + "-images-idx3-ubyte");
+    labels_path_ = find_idx(dir, prefix + "-labels-idx1-ubyte");
+    std::vector<std::uint32_t> idims, ldims;
+    pixels_ = read_idx(images_path_, 0x00000803, idims);
+    labels_ = read_idx(labels_path_, 0x00000801, ldims);
+    if (idims[0] != ldims[0])
+      throw io_error(quote_name(dir) + ": " + std::to_string(idims[0]) + " images but " + std::to_string(ldims[0]) + " labels");
+    n_ = idims[0];
+    h_ = static_cast<int>(idims[1]);
+    w_ = static_cast<int>(idims[2]);
+    for (std::size_t i = 0; i < n_; ++i)
+      if (labels_[i] >= 10)
+        throw io_error(quote_name(labels_path_) + ": label " + std::to_string(labels_[i]) + " of image " + std::to_string(i) +
+                       " is out of range [0, 10)");
+  }
+  std::size_t size() const override { return n_; }
+  std::int64_t label(std::size_t i) const override { return labels_.at(i); }
+  std::size_t num_classes() const override { return 10; }
+  int native_channels() const override { return 1; }
+  std::string item_name(std::size_t i) const override {
+    return "IDX image " + std::to_string(i) + " of " + quote_name(images_path_);
+  }
+  image load(std::size_t i) const override {
+    image img{h_, w_, 1, {}};
+    const auto px = static_cast<std::size_t>(h_ * w_);
+    img.pixels.assign(pixels_.begin() + static_cast<std::ptrdiff_t>(i * px),
+                      pixels_.begin() + static_cast<std::ptrdiff_t>((i + 1) * px));
+    return img;
+  }
+  nlohmann::json describe() const override {
+    return {{"format", "idx"}, {"path", dir_}, {"split", split_}, {"size", n_}, {"classes", 10},
+            {"files", {{{"path", images_path_}, {"sha256", sha256_file(images_path_)}},
+                       {{"path", labels_path_}, {"sha256", sha256_file(labels_path_)}}}}};
+  }
+
+ private:
+  std::string dir_, split_, images_path_, labels_path_;
+  std::vector<unsigned char> pixels_, labels_;
+  std::size_t n_ = 0;
+  int h_ = 0, w_ = 0;
+};
+
+// ---- image folders and list files ----------------------------------------------------------------
+
+bool torchvision_image_name(const fs::path& p) {
+  // torchvision.datasets.folder.IMG_EXTENSIONS; files with other names are not part of the set.
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const char* x : {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+    if (e == x) return true;
+  return false;
+}
+
+class file_dataset : public dataset {
+ public:
+  std::size_t size() const override { return items_.size(); }
+  std::int64_t label(std::size_t i) const override { return items_.at(i).second; }
+  std::size_t num_classes() const override { return classes_.size(); }
+  int native_channels() const override { return 3; }
+  std::string item_name(std::size_t i) const override { return quote_name(items_.at(i).first); }
+  image load(std::size_t i) const override { return decode_image(items_.at(i).first); }
+  nlohmann::json describe() const override {
+    std::string listing;
+    for (const auto& [p, l] : items_) listing += p + "\t" + std::to_string(l) + "\n";
+    nlohmann::json j{{"format", format_}, {"path", path_}, {"size", items_.size()},
+                     {"listing_sha256", sha256_text(listing)}};
+    if (!classes_.empty()) j["classes"] = classes_;
+    return j;
+  }
+
+ protected:
+  std::string format_, path_;
+  std::vector<std::pair<std::string, std::int64_t>> items_;
+  std::vector<std::string> classes_;
+};
+
+class folder_dataset : public file_dataset {
+ public:
+  explicit folder_dataset(const std::string& root) {
+    format_ = "folder";
+    path_ = root;
+    for (const auto& e : fs::directory_iterator(root))
+      if (e.is_directory()) classes_.push_back(e.path().filename().string());
+    std::sort(classes_.begin(), classes_.end());
+    if (classes_.empty()) throw io_error(quote_name(root) + ": an image folder needs one subfolder per class; found none");
+    for (std::size_t c = 0; c < classes_.size(); ++c) {
+      // As torchvision: sorted(os.walk(class_dir, followlinks=True)), then sorted file names.
+      std::map<std::string, std::vector<std::string>> by_dir;
+      const fs::path cdir = fs::path(root) / classes_[c];
+      by_dir[cdir.string()];
+      for (const auto& e : fs::recursive_directory_iterator(cdir, fs::directory_options::follow_directory_symlink))
+        if (e.is_regular_file() && torchvision_image_name(e.path()))
+          by_dir[e.path().parent_path().string()].push_back(e.path().filename().string());
+      for (auto& [d, names] : by_dir) {
+        std::sort(names.begin(), names.end());
+        for (const auto& n : names) items_.emplace_back((fs::path(d) / n).string(), static_cast<std::int64_t>(c));
+      }
+    }
+  }
+};
+
+class list_dataset : public file_dataset {
+ public:
+  explicit list_dataset(const std::string& list) {
+    format_ = "list";
+    path_ = list;
+    std::ifstream in(list);
+    if (!in) throw io_error(quote_name(list) + ": cannot open: " + std::strerror(errno));
+    const fs::path base = fs::path(list).parent_path();
+    std::string line;
+    std::size_t lineno = 0;
+    while (std::getline(in, line)) {
+      ++lineno;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (line.find_first_not_of(" \t") == std::string::npos || line[line.find_first_not_of(" \t")] == '#') continue;
+      const auto cut = line.find_last_of(" \t");
+      std::int64_t label = -1;
+      std::size_t used = 0;
+      std::string p;
+      try {
+        if (cut == std::string::npos) throw std::invalid_argument("no label");
+        const std::string tok = line.substr(cut + 1);
+        label = std::stoll(tok, &used);
+        if (used != tok.size()) throw std::invalid_argument("bad label");
+        p = line.substr(0, line.find_last_not_of(" \t", cut) + 1);
+      } catch (const std::exception&) {
+        throw io_error(quote_name(list) + ": line " + std::to_string(lineno) + ": expected 'path label', found '" + line + "'");
+      }
+      if (label < 0)
+        throw io_error(quote_name(list) + ": line " + std::to_string(lineno) + ": label " + std::to_string(label) +
+                       " is out of range (labels are class indices from 0)");
+      const fs::path fp(p);
+      items_.emplace_back((fp.is_absolute() ? fp : base / fp).string(), label);
+    }
+  }
+};
+
+}  // namespace
+
+image decode_image(const std::string& path) {
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> f(std::fopen(path.c_str(), "rb"), std::fclose);
+  if (!f) throw io_error(quote_name(path) + ": cannot open image: " + std::strerror(errno));
+  unsigned char magic[8] = {};
+  const std::size_t n = std::fread(magic, 1, sizeof magic, f.get());
+  std::rewind(f.get());
+  if (n >= 3 && magic[0] == 0xff && magic[1] == 0xd8 && magic[2] == 0xff) return decode_jpeg(path, f.get());
+  if (n == 8 && png_sig_cmp(magic, 0, 8) == 0) {
+    f.reset();
+    return decode_png(path);
+  }
+  throw io_error(quote_name(path) + ": image does not decode: not a JPEG or PNG file" + (n == 0 ? " (empty)" : ""));
+}
+
+image convert_channels(image img, int channels) {
+  if (channels == 0 || channels == img.channels) return img;
+  image out{img.height, img.width, channels, {}};
+  const std::size_t n = static_cast<std::size_t>(img.height) * static_cast<std::size_t>(img.width);
+  out.pixels.resize(n * static_cast<std::size_t>(channels));
+  if (img.channels == 1 && channels == 3) {
+    for (std::size_t i = 0; i < n; ++i) out.pixels[3 * i] = out.pixels[3 * i + 1] = out.pixels[3 * i + 2] = img.pixels[i];
+  } else if (img.channels == 3 && channels == 1) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const unsigned r = img.pixels[3 * i], g = img.pixels[3 * i + 1], b = img.pixels[3 * i + 2];
+      out.pixels[i] = static_cast<std::uint8_t>((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16);
+    }
+  } else {
+    throw std::invalid_argument("cannot convert " + std::to_string(img.channels) + " channels to " + std::to_string(channels));
+  }
+  return out;
+}
+
+nlohmann::json preprocessing::to_json() const {
+  return {{"channels", channels}, {"resize_shorter", resize}, {"center_crop", crop}, {"scale", "uint8/255"},
+          {"resize_method", "bilinear, antialiased, rounded to uint8 (torchvision on PIL images)"},
+          {"normalize", normalize}, {"mean", mean}, {"std", std}};
+}
+
+preprocessing resolve_preprocessing(const data_options& o, int native_channels) {
+  preprocessing p;
+  p.channels = o.channels ? o.channels : native_channels;
+  p.resize = o.resize;
+  p.crop = o.crop;
+  p.normalize = o.normalize;
+  const auto c = static_cast<std::size_t>(p.channels);
+  auto parse_list = [&](const std::string& s) {
+    std::vector<float> v;
+    std::stringstream ss(s);
+    std::string tok;
+    while (std::getline(ss, tok, ',')) {
+      std::size_t used = 0;
+      float x = 0;
+      try {
+        x = std::stof(tok, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != tok.size())
+        throw usage_error("--normalize: '" + tok + "' is not a number (expected none, imagenet or MEAN/STD)");
+      v.push_back(x);
+    }
+    if (v.size() == 1) v.assign(c, v[0]);
+    if (v.size() != c)
+      throw usage_error("--normalize: " + std::to_string(v.size()) + " values for " + std::to_string(c) + " channels");
+    return v;
+  };
+  if (o.normalize == "none") {
+    p.mean.assign(c, 0.f);
+    p.std.assign(c, 1.f);
+  } else if (o.normalize == "imagenet") {
+    if (c != 3) throw usage_error("--normalize imagenet needs 3 channels (add --channels 3)");
+    p.mean = {0.485f, 0.456f, 0.406f};
+    p.std = {0.229f, 0.224f, 0.225f};
+  } else {
+    const auto slash = o.normalize.find('/');
+    if (slash == std::string::npos) throw usage_error("--normalize: expected none, imagenet or MEAN/STD, got '" + o.normalize + "'");
+    p.mean = parse_list(o.normalize.substr(0, slash));
+    p.std = parse_list(o.normalize.substr(slash + 1));
+    for (float s : p.std)
+      if (!(s > 0)) throw usage_error("--normalize: standard deviations must be positive");
+  }
+  return p;
+}
+
+std::unique_ptr<dataset> dataset::open(const data_options& o) {
+  const std::string& p = o.path;
+  std::error_code ec;
+  if (!fs::exists(p, ec)) throw io_error(quote_name(p) + ": no such file or folder");
+  std::string format = o.format;
+  if (format == "auto") {
+    if (fs::is_directory(p))
+      format = fs::exists(fs::path(p) / "t10k-images-idx3-ubyte.gz") || fs::exists(fs::path(p) / "t10k-images-idx3-ubyte") ||
+                       fs::exists(fs::path(p) / "train-images-idx3-ubyte.gz") || fs::exists(fs::path(p) / "train-images-idx3-ubyte")
+                   ? "idx"
+                   : "folder";
+    else
+      format = "list";
+  }
+  std::unique_ptr<dataset> d;
+  if (format == "idx") d = std::make_unique<idx_dataset>(p, o.split);
+  else if (format == "folder") d = std::make_unique<folder_dataset>(p);
+  else d = std::make_unique<list_dataset>(p);
+  if (d->size() == 0) throw io_error(quote_name(p) + ": the data set has no images");
+  return d;
+}
+
+}  // namespace shapebias::tools

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT
+// Data sets of labelled images: Fashion-MNIST/MNIST IDX files, image folders (one subfolder per
+// class, ordered as torchvision's ImageFolder orders them) and list files of "path label" lines.
+// Images are decoded here (libjpeg-turbo, libpng); resizing lives in the LibTorch plugin.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/plugin.hpp"
+
+namespace shapebias::tools {
+
+/// An 8-bit image, row-major [height, width, channels].
+struct image {
+  int height = 0, width = 0, channels = 0;
+  std::vector<std::uint8_t> pixels;
+};
+
+/// Decodes a JPEG or PNG file (recognised by its first bytes, not its name) to RGB. Throws
+/// io_error naming the file when it is missing, of another format, or does not decode.
+image decode_image(const std::string& path);
+
+/// Converts between 1 (luma, PIL's ITU-R 601-2 integer formula) and 3 (replicated) channels.
+image convert_channels(image img, int channels);
+
+/// Resolved preprocessing: what is applied to every image, recorded in provenance.
+struct preprocessing {
+  int channels = 0;  // output channels
+  int resize = 0;    // shorter side; 0 none
+  int crop = 0;      // centre crop; 0 none
+  std::string normalize = "none";
+  std::vector<float> mean, std;
+  nlohmann::json to_json() const;
+};
+
+/// Resolves --channels/--resize/--crop/--normalize against a data set's native channels.
+/// Throws usage_error for a malformed --normalize.
+preprocessing resolve_preprocessing(const data_options& o, int native_channels);
+
+/// A data set of labelled images, read one image at a time (thread-safe).
+class dataset {
+ public:
+  /// Opens a data set; throws io_error naming the path and the problem.
+  static std::unique_ptr<dataset> open(const data_options& o);
+  virtual ~dataset() = default;
+  virtual std::size_t size() const = 0;
+  virtual std::int64_t label(std::size_t i) const = 0;
+  /// The number of classes the data set itself declares (0 when it does not: list files).
+  virtual std::size_t num_classes() const = 0;
+  /// The channels images have as stored (1 for IDX, 3 for decoded images).
+  virtual int native_channels() const = 0;
+  /// A name for messages: the image's path, or "IDX image 17 of '...'".
+  virtual std::string item_name(std::size_t i) const = 0;
+  /// Image i as stored (native channels).
+  virtual image load(std::size_t i) const = 0;
+  /// Format, path, size, classes, and a sha256 of the files (IDX) or of the listing (folders, lists).
+  virtual nlohmann::json describe() const = 0;
+};
+
+}  // namespace shapebias::tools

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: MIT
+#include "common/plugin.hpp"
+
+#include <dlfcn.h>
+
+#include <filesystem>
+#include <stdexcept>
+
+namespace shapebias::tools {
+
+const plugin_api& plugin() {
+  static const plugin_api api = [] {
+    namespace fs = std::filesystem;
+    const fs::path exe_dir = fs::read_symlink("/proc/self/exe").parent_path();
+    // The build tree keeps the plugin beside the executable; an install puts it in LIBDIR/shapebias.
+    const fs::path candidates[] = {exe_dir / "libshapebias_torch.so",
+                                   exe_dir / SHAPEBIAS_PLUGIN_RELDIR / "libshapebias_torch.so"};
+    std::string tried;
+    for (const auto& p : candidates) {
+      if (!fs::exists(p)) {
+        tried += (tried.empty() ? "" : ", ") + p.string();
+        continue;
+      }
+      void* h = dlopen(p.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (!h) throw std::runtime_error(std::string("cannot load the LibTorch plugin: ") + dlerror());
+      auto sym = [&](const char* name) {
+        void* s = dlsym(h, name);
+        if (!s) throw std::runtime_error("LibTorch plugin '" + p.string() + "' lacks " + name);
+        return s;
+      };
+      plugin_api a{};
+      a.dump = reinterpret_cast<decltype(a.dump)>(sym("shapebias_plugin_dump"));
+      a.layers = reinterpret_cast<decltype(a.layers)>(sym("shapebias_plugin_layers"));
+      a.libtorch_version = reinterpret_cast<decltype(a.libtorch_version)>(sym("shapebias_plugin_libtorch_version"));
+      return a;
+    }
+    throw std::runtime_error("cannot find the LibTorch plugin libshapebias_torch.so (tried " + tried + ")");
+  }();
+  return api;
+}
+
+}  // namespace shapebias::tools

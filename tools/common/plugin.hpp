@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+// The verbs that run models live in a plugin (libshapebias_torch.so) that is loaded only when one
+// of them runs: linking LibTorch costs ~0.4 s of start-up, which --help, view and every verb
+// without a model must not pay. Options are parsed before the plugin is loaded and handed to it
+// as the structs below.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/cli.hpp"
+
+namespace shapebias::tools {
+
+/// A data set and its preprocessing (see `shapebias dump --help`).
+struct data_options {
+  std::string path;
+  std::string format = "auto";  // auto, idx, folder, list
+  std::string split = "test";   // idx: train or test
+  int channels = 0;             // 0: as stored; 1 or 3: convert
+  int resize = 0;               // shorter side, 0: none
+  int crop = 0;                 // centre crop, 0: none
+  std::string normalize = "none";
+};
+
+struct dump_options {
+  common_options common;
+  std::string model;
+  data_options data;
+  std::vector<std::string> layers;
+  std::string output;
+  std::uint64_t limit = 0;
+  bool resume = false;
+  int deflate = 0;
+  std::string record;  // this step's provenance record so far (JSON)
+};
+
+struct layers_options {
+  common_options common;
+  std::string model;
+  std::vector<std::int64_t> input_size;
+};
+
+/// The plugin's entry points (extern "C" names, resolved with dlsym). Each throws on failure.
+struct plugin_api {
+  void (*dump)(const dump_options&);
+  void (*layers)(const layers_options&);
+  const char* (*libtorch_version)();
+};
+
+/// Loads the plugin once (beside the executable, or in LIBDIR/shapebias when installed).
+/// Throws std::runtime_error naming the paths tried.
+const plugin_api& plugin();
+
+}  // namespace shapebias::tools

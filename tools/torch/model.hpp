@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: MIT
+// A TorchScript model with taps: the outputs of any submodule call, nested ones included, returned
+// next to the model's own output without changing the model in Python.
+#pragma once
+
+#include <torch/script.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace shapebias::tools {
+
+/// One place that can be tapped: a submodule call in the model's forward graph.
+struct tap_point {
+  std::string name;         // module path, e.g. "layer3.5.conv2"; "path#k" when called k>1 times
+  std::string module_type;  // the submodule's class, e.g. "Conv2d"
+};
+
+class tapped_model {
+ public:
+  /// Loads a TorchScript file onto `device` in eval mode. Throws std::runtime_error naming the file.
+  tapped_model(const std::string& path, const std::string& device);
+
+  /// Every tappable name, in call order, plus "input" (the normalised model input) and "logits"
+  /// (the model's output; the first element when it returns a tuple).
+  const std::vector<tap_point>& points() const noexcept { return points_; }
+
+  /// Chooses the taps that forward() returns. Throws std::invalid_argument for an unknown name,
+  /// with the closest valid names.
+  void select(const std::vector<std::string>& names);
+
+  /// Runs the model on x (NCHW, on the model's device) and returns the selected taps, in the order
+  /// given to select(). No gradients are recorded.
+  std::vector<torch::jit::IValue> forward(const torch::Tensor& x);
+
+  torch::Device device() const noexcept { return device_; }
+
+ private:
+  torch::jit::Module module_;
+  torch::Device device_;
+  std::shared_ptr<torch::jit::Graph> graph_;      // forward with every top-level module call inlined
+  std::vector<torch::jit::Value*> values_;         // output of each point (parallel to points_)
+  std::vector<tap_point> points_;
+  std::unique_ptr<torch::jit::GraphFunction> fn_;  // the graph that returns the selected taps
+  std::vector<int> selected_;                      // index into points_
+};
+
+}  // namespace shapebias::tools

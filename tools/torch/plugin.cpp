@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: MIT
+// The LibTorch plugin's entry points, and the `layers` verb.
+#include <dlfcn.h>
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/version.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "common/plugin.hpp"
+#include "torch/model.hpp"
+#include "torch/runtime.hpp"
+
+namespace shapebias::tools {
+
+void run_dump_plugin(const dump_options& o);  // dump.cpp
+
+void configure_threads(int threads) {
+  at::set_num_threads(threads);
+  // OpenBLAS starts its own threads; it is loaded as LibTorch's BLAS (libblas.so.3 → OpenBLAS).
+  for (const char* lib : {"libopenblas.so.0", "libblas.so.3"}) {
+    if (void* h = dlopen(lib, RTLD_NOLOAD | RTLD_LAZY)) {
+      if (auto f = reinterpret_cast<void (*)(int)>(dlsym(h, "openblas_set_num_threads"))) f(threads);
+      dlclose(h);
+    }
+  }
+}
+
+void check_device(const std::string& device) {
+  try {
+    const torch::Device d(device);
+    if (d.is_cuda() && !torch::cuda::is_available())
+      throw std::invalid_argument("--device " + device + ": CUDA is not available in this LibTorch build or machine");
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument("--device '" + device + "': not a device name (cpu, cuda, cuda:N)");
+  }
+}
+
+nlohmann::json torch_versions() {
+  return {{"libtorch", TORCH_VERSION}, {"cuda", torch::cuda::is_available() ? "available" : "none"}};
+}
+
+std::string first_line(const std::exception& e) {
+  std::string s;
+  if (auto* c = dynamic_cast<const c10::Error*>(&e)) s = c->what_without_backtrace();
+  else s = e.what();
+  // TorchScript errors start with a blank line and quote the graph; keep the first line with text.
+  std::size_t start = s.find_first_not_of("\n ");
+  if (start == std::string::npos) return s;
+  return s.substr(start, s.find('\n', start) - start);
+}
+
+void run_layers_plugin(const layers_options& o) {
+  check_device(o.common.device);
+  configure_threads(o.common.threads);
+  tapped_model m(o.model, o.common.device);
+  std::vector<std::string> names;
+  for (const auto& p : m.points()) names.push_back(p.name);
+  m.select(names);
+  std::vector<int64_t> shape{1};
+  shape.insert(shape.end(), o.input_size.begin(), o.input_size.end());
+  std::vector<torch::jit::IValue> out;
+  try {
+    out = m.forward(torch::zeros(shape, torch::TensorOptions().device(m.device())));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("model '" + o.model + "' rejects input of shape " + c10::str(c10::IntArrayRef(shape)) +
+                             ": " + first_line(e));
+  }
+  std::printf("# layer\ttype\toutput shape (per input)\n");
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::string shp;
+    if (out[i].isTensor()) {
+      const auto s = out[i].toTensor().sizes();
+      for (std::size_t k = 1; k < s.size(); ++k) shp += (k > 1 ? "x" : "") + std::to_string(s[k]);
+    } else {
+      shp = "(" + out[i].tagKind() + ", not a tensor)";
+    }
+    std::printf("%s\t%s\t%s\n", names[i].c_str(), m.points()[i].module_type.c_str(), shp.c_str());
+  }
+}
+
+}  // namespace shapebias::tools
+
+extern "C" {
+void shapebias_plugin_dump(const shapebias::tools::dump_options& o) { shapebias::tools::run_dump_plugin(o); }
+void shapebias_plugin_layers(const shapebias::tools::layers_options& o) { shapebias::tools::run_layers_plugin(o); }
+const char* shapebias_plugin_libtorch_version() {
+  static const std::string v = std::string(TORCH_VERSION) + (torch::cuda::is_available() ? " (CUDA available)" : " (CPU)");
+  return v.c_str();
+}
+}

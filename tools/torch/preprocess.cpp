@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+#include "torch/preprocess.hpp"
+
+#include <cmath>
+
+namespace shapebias::tools {
+
+std::pair<int, int> resized_size(int h, int w, int size) {
+  // torchvision.transforms.functional._compute_resized_output_size (int size, no max_size).
+  const bool w_short = w <= h;
+  const int s = w_short ? w : h, l = w_short ? h : w;
+  const int new_long = static_cast<int>(static_cast<double>(size) * l / s);
+  return w_short ? std::pair{new_long, size} : std::pair{size, new_long};
+}
+
+torch::Tensor preprocess(image img, const preprocessing& p) {
+  img = convert_channels(std::move(img), p.channels);
+  auto t = torch::from_blob(img.pixels.data(), {img.height, img.width, img.channels}, torch::kUInt8)
+               .permute({2, 0, 1})
+               .to(torch::kFloat32);
+  if (p.resize > 0) {
+    const auto [nh, nw] = resized_size(img.height, img.width, p.resize);
+    if (nh != img.height || nw != img.width) {
+      namespace F = torch::nn::functional;
+      t = F::interpolate(t.unsqueeze(0), F::InterpolateFuncOptions()
+                                             .size(std::vector<int64_t>{nh, nw})
+                                             .mode(torch::kBilinear)
+                                             .align_corners(false)
+                                             .antialias(true))
+              .squeeze(0)
+              .round_()
+              .clamp_(0, 255);
+    }
+  }
+  if (p.crop > 0) {
+    const int64_t h = t.size(1), w = t.size(2), c = p.crop;
+    if (c > h || c > w) {
+      // torchvision pads with zeros to the crop size, (c - side) // 2 before and the rest after.
+      auto padded = torch::zeros({t.size(0), std::max(h, c), std::max(w, c)});
+      const int64_t top = std::max<int64_t>(0, (c - h) / 2), left = std::max<int64_t>(0, (c - w) / 2);
+      padded.narrow(1, top, h).narrow(2, left, w).copy_(t);
+      t = padded;
+    }
+    // int(round((side - crop) / 2)) with Python's round-half-to-even.
+    const auto top = static_cast<int64_t>(std::nearbyint(static_cast<double>(t.size(1) - c) / 2.0));
+    const auto left = static_cast<int64_t>(std::nearbyint(static_cast<double>(t.size(2) - c) / 2.0));
+    t = t.narrow(1, top, c).narrow(2, left, c);
+  }
+  t = t.div(255.0f);
+  const auto C = t.size(0);
+  auto mean = torch::tensor(p.mean).view({C, 1, 1});
+  auto std = torch::tensor(p.std).view({C, 1, 1});
+  return t.sub_(mean).div_(std).contiguous();
+}
+
+}  // namespace shapebias::tools

@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: MIT
+// torchvision-style preprocessing of decoded images, on LibTorch.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "common/dataset.hpp"
+
+namespace shapebias::tools {
+
+/// The size torchvision's Resize(int) gives: shorter side = `size`, longer side truncated.
+std::pair<int, int> resized_size(int height, int width, int size);
+
+/// image → float32 [C, H, W]: channel conversion, shorter-side resize (bilinear, antialiased,
+/// rounded to uint8 as PIL does), centre crop (zero padding when larger, as torchvision), scaling
+/// to [0,1] and normalisation.
+torch::Tensor preprocess(image img, const preprocessing& p);
+
+}  // namespace shapebias::tools

@@ -1,0 +1,23 @@
+// SPDX-License-Identifier: MIT
+// LibTorch runtime set-up shared by the plugin's verbs.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace shapebias::tools {
+
+/// Sets LibTorch's intra-op threads and OpenBLAS's threads to `threads` (total).
+void configure_threads(int threads);
+
+/// Checks that a device string names a usable device; throws std::invalid_argument otherwise.
+void check_device(const std::string& device);
+
+/// {"libtorch": "1.13.1", "cuda": "none" or the CUDA version}
+nlohmann::json torch_versions();
+
+/// The first line of a LibTorch error, without its C++ backtrace.
+std::string first_line(const std::exception& e);
+
+}  // namespace shapebias::tools
