@@ -91,7 +91,9 @@ int run_view(std::span<char*> args) {
   out.provenance.push_back(rec.dump());
   auto sink = open_sink(o.output, out, {}, false);
   while (auto b = src->next()) sink->write(b->view());
-  sink->finish();
+  auto log = src->header().provenance;  // a stream's log is complete only at its end
+  log.push_back(out.provenance.back());
+  sink->finish(&log);
   return 0;
 }
 

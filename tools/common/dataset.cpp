@@ -29,6 +29,8 @@ struct jpeg_error : jpeg_error_mgr {
   char message[JMSG_LENGTH_MAX] = "";
 };
 
+void jpeg_quiet(j_common_ptr) {}  // warnings are counted and reported as errors, not printed
+
 void jpeg_fail(j_common_ptr c) {
   auto* e = reinterpret_cast<jpeg_error*>(c->err);
   (*c->err->format_message)(c, e->message);
@@ -40,6 +42,7 @@ image decode_jpeg(const std::string& path, std::FILE* f) {
   jpeg_error err{};
   d.err = jpeg_std_error(&err);
   err.error_exit = jpeg_fail;
+  err.output_message = jpeg_quiet;
   image img;
   // Nothing with a destructor may be created between setjmp and the last libjpeg call.
   if (setjmp(err.jump)) {
@@ -64,6 +67,12 @@ image decode_jpeg(const std::string& path, std::FILE* f) {
     jpeg_read_scanlines(&d, &row, 1);
   }
   jpeg_finish_decompress(&d);
+  // libjpeg only warns about corrupt or truncated data and fills in grey; PIL refuses such files.
+  if (err.num_warnings > 0) {
+    (*err.format_message)(reinterpret_cast<j_common_ptr>(&d), err.message);
+    jpeg_destroy_decompress(&d);
+    throw io_error(quote_name(path) + ": image does not decode as JPEG: " + err.message);
+  }
   jpeg_destroy_decompress(&d);
   return img;
 }

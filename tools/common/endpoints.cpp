@@ -59,8 +59,8 @@ class stream_sink : public io::batch_sink {
     }
   }
   void write(const io::batch_view& b) override { w_.write(b); }
-  void finish() override {
-    w_.finish();
+  void finish(const std::vector<std::string>* log = nullptr) override {
+    w_.finish(log);
     if (path_ == "-") {
       done_ = true;
       return;
@@ -123,9 +123,13 @@ std::unique_ptr<io::batch_sink> open_sink(const std::string& path, const io::hea
     return std::make_unique<stream_sink>(path, hdr);
   }
   if (resume) {
-    if (auto w = io::store_writer::resume(path, hdr, opt)) {
-      if (resumed_rows) *resumed_rows = w->rows();
-      return std::make_unique<io::store_writer>(std::move(*w));
+    try {
+      if (auto w = io::store_writer::resume(path, hdr, opt)) {
+        if (resumed_rows) *resumed_rows = w->rows();
+        return std::make_unique<io::store_writer>(std::move(*w));
+      }
+    } catch (const io::unreadable_partial& e) {
+      std::fprintf(stderr, "shapebias: %s; starting again\n", e.what());
     }
   }
   return std::make_unique<io::store_writer>(path, hdr, opt);

@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <atomic>
+#include <csignal>
 #include <exception>
 #include <thread>
 
@@ -52,6 +53,14 @@ class failure {
   std::mutex m_;
   std::exception_ptr e_;
 };
+
+// Set by SIGINT/SIGTERM: stop after the batches already computed, keeping a resumable partial
+// store. A second signal ends the process at once (the handler restores the default).
+std::atomic<bool> interrupted{false};
+extern "C" void on_interrupt(int sig) {
+  interrupted = true;
+  std::signal(sig, SIG_DFL);
+}
 
 }  // namespace
 
@@ -148,10 +157,12 @@ void run_dump_plugin(const dump_options& o) {
   progress prog("dump", n, o.common.quiet);
   prog.update(start);
 
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
   std::thread loader([&] {
     at::set_num_threads(1);  // decoding must not compete with the model for cores
     try {
-      for (std::uint64_t first = start; first < n && !fail.failed(); first += bs)
+      for (std::uint64_t first = start; first < n && !fail.failed() && !interrupted; first += bs)
         if (!to_model.push(load(first, static_cast<std::size_t>(std::min<std::uint64_t>(bs, n - first))))) break;
     } catch (...) {
       fail.set(std::current_exception());
@@ -186,7 +197,13 @@ void run_dump_plugin(const dump_options& o) {
   loader.join();
   writer.join();
   prog.finish();
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   fail.rethrow();
+  if (interrupted)
+    throw std::runtime_error(is_hdf5_name(o.output) ? "interrupted; the rows written so far are kept in " +
+                                                               quote_name(o.output + ".partial") + ": rerun with --resume"
+                                                         : "interrupted; the stream ends without its end record");
   sink->finish();
 }
 

@@ -85,8 +85,10 @@ class batch_sink {
   virtual ~batch_sink() = default;
   virtual void write(const batch_view& b) = 0;
   /// Ends the output and marks it complete, stamping "finished" (UTC) into the last provenance
-  /// record. Nothing written before finish() looks complete.
-  virtual void finish() = 0;
+  /// record. Nothing written before finish() looks complete. `log`, when given, replaces the
+  /// header's provenance log where the format writes it last (a store; a stream's header is
+  /// already out) — used when an input's log was completed while it was read.
+  virtual void finish(const std::vector<std::string>* log = nullptr) = 0;
 };
 
 }  // namespace shapebias::io

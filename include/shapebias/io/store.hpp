@@ -105,6 +105,13 @@ inline h5::handle create_extensible(hid_t file_id, const std::string& path, hid_
 }
 }  // namespace detail
 
+/// Thrown by store_writer::resume() when the partial file left by a killed run does not open
+/// (a kill during an HDF5 metadata update can leave it so); starting again is then the remedy.
+class unreadable_partial : public io_error {
+ public:
+  using io_error::io_error;
+};
+
 /// Writes a store. Rows go to "<path>.partial"; finish() writes the provenance log, sets the
 /// completion marker and renames the file to <path>, so a killed run never leaves <path> behind.
 /// Each write() ends with a flush, so a killed run can be resumed from the last whole batch.
@@ -149,8 +156,12 @@ class store_writer : public batch_sink {
     w.partial_ = partial;
     w.header_ = std::move(hdr);
     w.opt_ = std::move(opt);
-    w.file_ = h5::handle(h5::check(H5Fopen(partial.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), partial,
-                                   "cannot reopen partial store to resume"));
+    try {
+      w.file_ = h5::handle(h5::check(H5Fopen(partial.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), partial,
+                                     "cannot reopen partial store to resume"));
+    } catch (const io_error& e) {
+      throw unreadable_partial(e.what());
+    }
     const hid_t f = w.file_.get();
     if (!h5::has_attribute(f, "format") || h5::read_string_attribute(f, "format", partial) != store_format)
       throw io_error(quote_name(partial) + ": not a shapebias store; cannot resume");
@@ -193,9 +204,9 @@ class store_writer : public batch_sink {
     rows_ += b.rows;
   }
 
-  void finish() override {
+  void finish(const std::vector<std::string>* replacement = nullptr) override {
     const hid_t f = file_.get();
-    const auto log = stamp_finished(header_.provenance);
+    const auto log = stamp_finished(replacement ? *replacement : header_.provenance);
     {
       h5::handle type(H5Tcopy(H5T_C_S1));
       H5Tset_size(type.get(), H5T_VARIABLE);

@@ -171,7 +171,7 @@ class stream_writer : public batch_sink {
     flush();
   }
 
-  void finish() override {
+  void finish(const std::vector<std::string>* = nullptr) override {
     control({{"kind", "end"}, {"rows", rows_}, {"crc32", crc_}, {"finished", utc_now()}});
     flush();
   }
