@@ -100,7 +100,7 @@ void run_dump_plugin(const dump_options& o) {
     std::vector<torch::jit::IValue> out;
     try {
       out = model.forward(b.x.to(model.device()));
-    } catch (const c10::Error& e) {
+    } catch (const std::exception& e) {
       throw std::runtime_error("model '" + o.model + "' rejects input of shape " + c10::str(b.x.sizes()) + ": " +
                                first_line(e));
     }

@@ -47,7 +47,11 @@ std::string first_line(const std::exception& e) {
   std::string s;
   if (auto* c = dynamic_cast<const c10::Error*>(&e)) s = c->what_without_backtrace();
   else s = e.what();
-  // TorchScript errors start with a blank line and quote the graph; keep the first line with text.
+  // TorchScript interpreter errors quote a traceback and end with the Python-style exception line.
+  if (const auto k = s.rfind("\nRuntimeError: "); k != std::string::npos) {
+    const auto b = k + 15;
+    return s.substr(b, s.find('\n', b) - b);
+  }
   std::size_t start = s.find_first_not_of("\n ");
   if (start == std::string::npos) return s;
   return s.substr(start, s.find('\n', start) - start);

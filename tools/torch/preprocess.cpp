@@ -20,17 +20,22 @@ torch::Tensor preprocess(image img, const preprocessing& p) {
                .to(torch::kFloat32);
   if (p.resize > 0) {
     const auto [nh, nw] = resized_size(img.height, img.width, p.resize);
-    if (nh != img.height || nw != img.width) {
-      namespace F = torch::nn::functional;
-      t = F::interpolate(t.unsqueeze(0), F::InterpolateFuncOptions()
-                                             .size(std::vector<int64_t>{nh, nw})
-                                             .mode(torch::kBilinear)
-                                             .align_corners(false)
-                                             .antialias(true))
-              .squeeze(0)
-              .round_()
-              .clamp_(0, 255);
-    }
+    // PIL resamples horizontally, rounds to uint8, then vertically and rounds again; doing the
+    // same two passes matches it to the last bit on nearly every pixel (tests/tools).
+    namespace F = torch::nn::functional;
+    auto pass = [](const torch::Tensor& x, int64_t h, int64_t w) {
+      return F::interpolate(x.unsqueeze(0), F::InterpolateFuncOptions()
+                                                .size(std::vector<int64_t>{h, w})
+                                                .mode(torch::kBilinear)
+                                                .align_corners(false)
+                                                .antialias(true))
+          .squeeze(0)
+          .add_(0.5)
+          .floor_()  // PIL rounds halves up (fixed point + 1/2, then truncation), not to even
+          .clamp_(0, 255);
+    };
+    if (nw != img.width) t = pass(t, img.height, nw);
+    if (nh != img.height) t = pass(t, nh, nw);
   }
   if (p.crop > 0) {
     const int64_t h = t.size(1), w = t.size(2), c = p.crop;
