@@ -9,10 +9,14 @@
 #include <torch/csrc/jit/ir/alias_analysis.h>
 #include <torch/csrc/jit/ir/ir.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <map>
 #include <stdexcept>
 
 #include "common/suggest.hpp"
+#include "shapebias/core/errors.hpp"
 
 namespace shapebias::tools {
 namespace {
@@ -84,7 +88,9 @@ inlined inline_all(const jit::Module& m) {
 
 }  // namespace
 
-tapped_model::tapped_model(const std::string& path, const std::string& device) : device_(device) {
+tapped_model::tapped_model(const std::string& path, const std::string& device) : path_(path), device_(device) {
+  if (std::FILE* f = std::fopen(path.c_str(), "rb")) std::fclose(f);
+  else throw io_error(quote_name(path) + ": cannot open model: " + std::strerror(errno));
   try {
     module_ = torch::jit::load(path, device_);
   } catch (const c10::Error& e) {
@@ -114,10 +120,10 @@ void tapped_model::select(const std::vector<std::string>& names) {
       for (auto& v : valid)
         if (v.rfind(name + "#", 0) == 0) numbered.push_back(v);
       if (!numbered.empty())
-        throw std::invalid_argument("layer '" + name + "' is called " + std::to_string(numbered.size()) +
+        throw std::invalid_argument("layer '" + name + "' of " + quote_name(path_) + " is called " + std::to_string(numbered.size()) +
                                     " times in forward; name one call: '" + numbered.front() + "' … '" +
                                     numbered.back() + "'");
-      throw std::invalid_argument(unknown_name_message("layer", name, "the model", valid));
+      throw std::invalid_argument(unknown_name_message("layer", name, quote_name(path_), valid));
     }
     const auto idx = static_cast<int>(it - valid.begin());
     selected_.push_back(idx);

@@ -37,6 +37,7 @@ class tapped_model {
   torch::Device device() const noexcept { return device_; }
 
  private:
+  std::string path_;
   torch::jit::Module module_;
   torch::Device device_;
   std::shared_ptr<torch::jit::Graph> graph_;      // forward with every top-level module call inlined
