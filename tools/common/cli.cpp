@@ -3,7 +3,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <iostream>
 #include <vector>
 
@@ -12,8 +14,9 @@ namespace shapebias::tools {
 void add_common_options(CLI::App& app, common_options& o, unsigned which) {
   if (which & opt_threads)
     app.add_option("-@,--threads", o.threads,
-                   "Total threads: LibTorch intra-op and OpenBLAS (results do not depend on it)")
-        ->check(CLI::Range(1, 1024))->group("Common")->capture_default_str();
+                   "Total threads for LibTorch (intra-op) and OpenBLAS; 0: one per core. Ids, labels and "
+                   "row order never depend on it")
+        ->check(CLI::Range(0, 1024))->group("Common")->capture_default_str();
   if (which & opt_device)
     app.add_option("--device", o.device, "LibTorch device: cpu, cuda, cuda:N")->group("Common")->capture_default_str();
   if (which & opt_batch)
@@ -35,6 +38,10 @@ bool parse(CLI::App& app, std::span<char*> args) {
   } catch (const CLI::ParseError& e) {
     throw usage_error(std::string(e.what()) + " (see '" + app.get_name() + " --help')");
   }
+}
+
+int resolved_threads(int threads) {
+  return threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
 bool is_terminal(int fd) { return isatty(fd) == 1; }

@@ -20,7 +20,7 @@ struct usage_error : std::runtime_error {
 
 /// Options every model-running verb shares (STYLE.md §4).
 struct common_options {
-  int threads = 1;
+  int threads = 0;  // 0: one per core (see resolved_threads)
   std::string device = "cpu";
   std::size_t batch_size = 64;
   bool quiet = false;
@@ -34,6 +34,9 @@ void add_common_options(CLI::App& app, common_options& o, unsigned which = opt_a
 /// Parses args (args[0] is the program name). Returns false when help was asked for and printed to
 /// stdout (the verb then returns 0); throws usage_error on a parse error.
 bool parse(CLI::App& app, std::span<char*> args);
+
+/// --threads as a count: 0 means one thread per core.
+int resolved_threads(int threads);
 
 /// True when file descriptor fd is a terminal.
 bool is_terminal(int fd);

@@ -136,7 +136,7 @@ void run_dump_plugin(const dump_options& o) {
   rec["model"] = {{"path", o.model}, {"sha256", sha256_file(o.model)}};
   rec["inputs"] = nlohmann::json::array({data->describe()});
   rec["seeds"] = nlohmann::json::object();  // dump draws no random numbers
-  rec["params"] = {{"layers", o.layers},     {"batch_size", o.common.batch_size}, {"threads", o.common.threads},
+  rec["params"] = {{"layers", o.layers},     {"batch_size", o.common.batch_size}, {"threads", resolved_threads(o.common.threads)},
                    {"limit", o.limit},       {"rows", n},                         {"preprocessing", pre.to_json()},
                    {"deflate", o.deflate},   {"resume", o.resume}};
   io::store_options sopt;

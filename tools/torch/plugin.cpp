@@ -18,7 +18,8 @@ namespace shapebias::tools {
 
 void run_dump_plugin(const dump_options& o);  // dump.cpp
 
-void configure_threads(int threads) {
+void configure_threads(int requested) {
+  const int threads = resolved_threads(requested);
   at::set_num_threads(threads);
   // OpenBLAS starts its own threads; it is loaded as LibTorch's BLAS (libblas.so.3 → OpenBLAS).
   for (const char* lib : {"libopenblas.so.0", "libblas.so.3"}) {

@@ -8,7 +8,7 @@
 
 namespace shapebias::tools {
 
-/// Sets LibTorch's intra-op threads and OpenBLAS's threads to `threads` (total).
+/// Sets LibTorch's intra-op threads and OpenBLAS's threads to `threads` (total; 0: one per core).
 void configure_threads(int threads);
 
 /// Checks that a device string names a usable device; throws std::invalid_argument otherwise.

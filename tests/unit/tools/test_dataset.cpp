@@ -23,9 +23,14 @@ namespace {
 
 /// A width × height RGB test pattern: pixel (y, x) = (x*10, y*10, 200).
 std::vector<std::uint8_t> pattern(int w, int h) {
-  std::vector<std::uint8_t> p;
+  std::vector<std::uint8_t> p(static_cast<std::size_t>(w * h * 3));
   for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x) p.insert(p.end(), {static_cast<std::uint8_t>(x * 10), static_cast<std::uint8_t>(y * 10), 200});
+    for (int x = 0; x < w; ++x) {
+      const auto i = static_cast<std::size_t>((y * w + x) * 3);
+      p[i] = static_cast<std::uint8_t>(x * 10);
+      p[i + 1] = static_cast<std::uint8_t>(y * 10);
+      p[i + 2] = 200;
+    }
   return p;
 }
 
