@@ -7,6 +7,7 @@
 #include <torch/script.h>
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <exception>
 #include <thread>
@@ -157,6 +158,7 @@ void run_dump_plugin(const dump_options& o) {
   progress prog("dump", n, o.common.quiet);
   prog.update(start);
 
+  const auto t0 = std::chrono::steady_clock::now();
   std::signal(SIGINT, on_interrupt);
   std::signal(SIGTERM, on_interrupt);
   std::thread loader([&] {
@@ -204,7 +206,11 @@ void run_dump_plugin(const dump_options& o) {
     throw std::runtime_error(is_hdf5_name(o.output) ? "interrupted; the rows written so far are kept in " +
                                                                quote_name(o.output + ".partial") + ": rerun with --resume"
                                                          : "interrupted; the stream ends without its end record");
-  sink->finish();
+  // Timing of the pipelined loop (load, forward, write), for stores; a stream's header is already out.
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rec["timing"] = {{"rows", n - start}, {"seconds", secs}, {"rows_per_second", static_cast<double>(n - start) / secs}};
+  std::vector<std::string> log{rec.dump()};
+  sink->finish(&log);
 }
 
 }  // namespace shapebias::tools

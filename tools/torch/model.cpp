@@ -86,6 +86,14 @@ inlined inline_all(const jit::Module& m) {
   return out;
 }
 
+// True when a node after v's producer writes to memory v may alias: only then is a copy needed.
+bool written_later(const jit::AliasDb& alias, jit::Value* v) {
+  const jit::ValueSet vs{v};
+  for (jit::Node* n = v->node()->next(); n->kind() != c10::prim::Return; n = n->next())
+    if (alias.writesToAlias(n, vs)) return true;
+  return false;
+}
+
 }  // namespace
 
 tapped_model::tapped_model(const std::string& path, const std::string& device) : path_(path), device_(device) {
@@ -132,7 +140,7 @@ void tapped_model::select(const std::vector<std::string>& names) {
     else if (name == "logits") v = g.outputs()[0];
     else v = all.values[static_cast<std::size_t>(idx - 1)];
     if (name != "input" && name != "logits" && v->type()->isSubtypeOf(*c10::TensorType::get()) &&
-        alias.hasWriters(v)) {
+        written_later(alias, v)) {
       // Snapshot the value where it is made: a later in-place op would otherwise change it.
       jit::WithInsertPoint guard(v->node()->next());
       v = g.insert(c10::aten::clone, {v});
