@@ -180,3 +180,24 @@ def test_bad_input_gives_one_clear_line(sb, models, image_folder, tmp_path):
         line = one_error_line(p, *fragments)
         assert line.startswith("shapebias "), (name, line)
         assert not (tmp_path / "out.h5").exists(), name
+
+
+def test_progress_only_on_a_terminal(sb, models, tmp_path):
+    import pty
+    args = [sb.exe, "dump", str(models / "fashion_cnn.pt"), FMNIST, "-l", "logits", "--limit", "300"]
+    master, slave = pty.openpty()
+    p = subprocess.run(args + ["-o", str(tmp_path / "a.h5")], stderr=slave, stdout=subprocess.DEVNULL)
+    os.close(slave)
+    shown = os.read(master, 65536).decode()
+    os.close(master)
+    assert p.returncode == 0 and "dump: 300/300 rows (100%)" in shown and "rows/s" in shown
+    quiet = subprocess.run(args + ["-o", str(tmp_path / "b.h5")], capture_output=True)
+    assert quiet.returncode == 0 and quiet.stderr == b""  # not a terminal: no progress
+
+
+def test_unavailable_device_is_refused(sb, models, tmp_path):
+    p = sb("dump", models / "fashion_cnn.pt", FMNIST, "-l", "logits", "--device", "cuda", "-o", tmp_path / "a.h5")
+    assert p.returncode == 1
+    one_error_line(p, "--device cuda", "not available")
+    p = sb("dump", models / "fashion_cnn.pt", FMNIST, "-l", "logits", "--device", "tpu9", "-o", tmp_path / "a.h5")
+    one_error_line(p, "not a device name")
