@@ -48,12 +48,12 @@ def make_images(folder, n):
     return lst
 
 
-def dump(sb, model, lst, out, args):
+def dump(sb, model, lst, out, args, limit=0):
     """Runs `shapebias dump`; returns (loop seconds, peak RSS KiB). The loop time comes from the
     store's provenance; for a stream (out "-", sent to /dev/null) it is the wall time less start-up,
     taken as that of a one-image dump."""
     cmd = ["/usr/bin/time", "-f", "%M %e", sb, "dump", model, lst, "-l", ",".join(TAPS), "--batch-size", args.batch,
-           "-@", args.threads, "--quiet", "-o", out]
+           "-@", args.threads, "--limit", limit, "--quiet", "-o", out]
     with open(os.devnull, "w") as null:
         p = subprocess.run([str(c) for c in cmd], check=True, stdout=null, stderr=subprocess.PIPE, text=True)
     rss, wall = p.stderr.strip().splitlines()[-1].split()
@@ -112,27 +112,24 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         sh(sys.executable, os.path.join(SOURCE, "scripts", "make_models.py"), tmp, "resnet50")
         model = os.path.join(tmp, "resnet50.pt")
-        lst = make_images(os.path.join(tmp, "img"), 2 * n)
-        small = os.path.join(tmp, "small.txt")
-        with open(lst) as f, open(small, "w") as g:
-            g.writelines(f.readlines()[:n])
+        lst = make_images(os.path.join(tmp, "img"), n)
         inputs = os.path.join(tmp, "inputs.h5")
-        sh(sb, "dump", model, small, "-l", "input", "--quiet", "-o", inputs)
-
-        one = os.path.join(tmp, "one.txt")
-        with open(lst) as f, open(one, "w") as g:
-            g.write(f.readline())
-        startup = min(dump(sb, model, one, "-", args)[0] for _ in range(3))
+        sh(sb, "dump", model, lst, "-l", "input", "--quiet", "-o", inputs)
+        startup = min(dump(sb, model, lst, "-", args, limit=1)[0] for _ in range(3))
         runs = {k: [] for k in ["bare", "stream", "store", "py_bare", "py_hooks"]}
         for _ in range(args.repeat):  # interleaved, so drifts in machine speed hit every variant alike
             runs["bare"].append(float(sh(fwd, model, inputs, args.batch, args.threads).stdout.split()[0]))
-            runs["stream"].append(dump(sb, model, small, "-", args)[0] - startup)
-            runs["store"].append(dump(sb, model, small, os.path.join(tmp, "d.h5"), args)[0])
+            runs["stream"].append(dump(sb, model, lst, "-", args)[0] - startup)
+            runs["store"].append(dump(sb, model, lst, os.path.join(tmp, "d.h5"), args)[0])
             runs["py_bare"].append(python_way(model, inputs, None, args.batch, hooks=False))
             runs["py_hooks"].append(python_way(model, inputs, os.path.join(tmp, "py.h5"), args.batch, hooks=True))
         t = {k: float(np.median(v)) for k, v in runs.items()}
-        rss_n = dump(sb, model, small, os.path.join(tmp, "m1.h5"), args)[1]
-        rss_2n = dump(sb, model, lst, os.path.join(tmp, "m2.h5"), args)[1]
+        # Peak memory at M and 2M inputs, M large enough for the pipeline to reach its steady state
+        # (up to two batches queued between each pair of stages).
+        m = max(n, 128)
+        big = make_images(os.path.join(tmp, "big"), 2 * m)
+        rss_n = dump(sb, model, big, os.path.join(tmp, "m1.h5"), args, limit=m)[1]
+        rss_2n = dump(sb, model, big, os.path.join(tmp, "m2.h5"), args, limit=2 * m)[1]
 
     per_img_mb = sum({"conv1": 64 * 112 * 112, "layer1": 256 * 56 * 56, "layer2": 512 * 28 * 28,
                       "layer3": 1024 * 14 * 14, "layer4": 2048 * 7 * 7}.values()) * 4 / 2**20
@@ -148,7 +145,7 @@ def main():
     print(f"  Python hooks + .numpy() + h5py        {n / t['py_hooks']:7.2f} img/s  "
           f"overhead {100 * (t['py_hooks'] / t['py_bare'] - 1):+.1f}% over its own bare forward (inputs pre-decoded)")
     print(f"  dump -> HDF5 vs Python hooks -> HDF5: {t['py_hooks'] / t['store']:.2f}x the throughput")
-    print(f"  peak RSS of dump: N={n}: {rss_n / 1024:.0f} MiB, N={2 * n}: {rss_2n / 1024:.0f} MiB "
+    print(f"  peak RSS of dump: N={m}: {rss_n / 1024:.0f} MiB, N={2 * m}: {rss_2n / 1024:.0f} MiB "
           f"(ratio {rss_2n / rss_n:.2f})")
 
 

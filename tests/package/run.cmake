@@ -19,3 +19,10 @@ execute_process(COMMAND ${WORK}/build/consumer ${WORK}/consumer.h5 RESULT_VARIAB
 if(rc)
   message(FATAL_ERROR "the consumer failed: ${rc}")
 endif()
+# The installed command finds its LibTorch plugin.
+if(EXISTS ${WORK}/prefix/bin/shapebias)
+  execute_process(COMMAND ${WORK}/prefix/bin/shapebias version RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+  if(rc OR NOT out MATCHES "libtorch 1\\.")
+    message(FATAL_ERROR "installed 'shapebias version' failed (${rc}): ${out}")
+  endif()
+endif()
