@@ -21,7 +21,7 @@ int run_dump(std::span<char*> args) {
   app.add_option("-l,--layers", o.layers, "Layers to tap, comma-separated (see 'shapebias layers'); "
                                           "'input' and 'logits' are always available")
       ->required()->delimiter(',')->group("Output");
-  app.add_option("-o,--output", o.output, "Output: FILE.h5 (HDF5 store), '-' (stream to stdout) or FILE (stream) "
+  app.add_option("-o,--output", o.output, "Output: FILE.h5 or FILE.hdf5 (HDF5 store), '-' (stream to stdout) or FILE (stream) "
                                           "[- when stdout is not a terminal]")
       ->group("Output");
   app.add_flag("--resume", o.resume, "Continue FILE.h5.partial left by a killed run with the same settings")

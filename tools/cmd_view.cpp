@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // `shapebias view`: summarise a store or stream, or convert one into the other.
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "common/cli.hpp"
@@ -23,7 +24,10 @@ void print_summary(const io::header& h, std::uint64_t rows, const std::string& w
     nlohmann::json j{{"format", what}, {"rows", rows}};
     for (const auto& l : h.layers) j["layers"].push_back({{"name", l.name}, {"shape", l.shape}, {"dtype", "float32"}});
     j["provenance"] = nlohmann::json::array();
-    for (const auto& r : h.provenance) j["provenance"].push_back(nlohmann::json::parse(r, nullptr, false));
+    for (const auto& r : h.provenance) {
+      auto rec = nlohmann::json::parse(r, nullptr, false);
+      j["provenance"].push_back(rec.is_discarded() ? nlohmann::json(r) : rec);
+    }
     std::cout << j.dump(2) << "\n";
     return;
   }
@@ -53,7 +57,7 @@ void print_summary(const io::header& h, std::uint64_t rows, const std::string& w
 int run_view(std::span<char*> args) {
   view_options o;
   CLI::App app{"Summarise a store or stream (layers, shapes, rows, provenance), or convert it.\n"
-               "An input is recognised by its content; an output ending in .h5 is an HDF5 store,\n"
+               "An input is recognised by its content; an output ending in .h5 or .hdf5 is an HDF5 store,\n"
                "'-' or any other name a stream.\n\n"
                "Example: shapebias dump m.pt data -l features.0 -o - | shapebias view - -o acts.h5",
                "shapebias view"};
@@ -63,7 +67,7 @@ int run_view(std::span<char*> args) {
   app.add_option("-o,--output", o.output, "Convert to this store (.h5) or stream ('-' or a file name)")
       ->group("Output");
   app.add_flag("--json", o.json, "Print the summary as JSON")->group("Output");
-  app.add_option("--batch-size", o.batch_size, "Rows per batch when converting")
+  app.add_option("--batch-size", o.batch_size, "Rows per batch when reading a store (a stream keeps its own)")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24))->group("Common")->capture_default_str();
   if (!parse(app, args)) return 0;
   if (o.input.empty()) {
@@ -89,11 +93,17 @@ int run_view(std::span<char*> args) {
   auto rec = start_record("view", args, out.provenance);
   rec["params"] = {{"input", o.input}, {"output", o.output}, {"batch_size", o.batch_size}};
   out.provenance.push_back(rec.dump());
-  auto sink = open_sink(o.output, out, {}, false);
-  while (auto b = src->next()) sink->write(b->view());
-  auto log = src->header().provenance;  // a stream's log is complete only at its end
-  log.push_back(out.provenance.back());
-  sink->finish(&log);
+  try {
+    auto sink = open_sink(o.output, out, {}, false);
+    while (auto b = src->next()) sink->write(b->view());
+    auto log = src->header().provenance;  // a stream's log is complete only at its end
+    log.push_back(out.provenance.back());
+    sink->finish(&log);
+  } catch (...) {
+    // A conversion cannot be resumed: leave nothing behind.
+    if (is_hdf5_name(o.output)) std::filesystem::remove(o.output + ".partial");
+    throw;
+  }
   return 0;
 }
 

@@ -200,4 +200,55 @@ def test_unavailable_device_is_refused(sb, models, tmp_path):
     assert p.returncode == 1
     one_error_line(p, "--device cuda", "not available")
     p = sb("dump", models / "fashion_cnn.pt", FMNIST, "-l", "logits", "--device", "tpu9", "-o", tmp_path / "a.h5")
+    assert p.returncode == 2
     one_error_line(p, "not a device name")
+
+
+def test_a_failing_writer_ends_the_run_with_one_error(sb, models):
+    with open("/dev/full", "wb") as full:  # every write fails with ENOSPC
+        p = subprocess.run([sb.exe, "dump", str(models / "fashion_cnn.pt"), FMNIST, "-l", "features.0",
+                            "--batch-size", "16", "-o", "-"], stdout=full, stderr=subprocess.PIPE, timeout=120)
+    assert p.returncode == 1
+    one_error_line(p, "write failed", "No space left")
+
+
+def test_images_of_other_sizes_are_refused_across_batches(sb, models, image_folder, tmp_path):
+    p = sb("dump", models / "resnet50.pt", image_folder, "-l", "logits", "--batch-size", "1", "-o", tmp_path / "a.h5")
+    assert p.returncode == 1
+    one_error_line(p, "img1.jpg", "the first image to [3, 37, 50]", "--resize and --crop")
+    assert not (tmp_path / "a.h5").exists()
+
+
+def test_a_stream_given_by_pipe_name(sb, models, tmp_path):
+    data = dump(sb, models, tmp_path / "a.sbs").read_bytes()
+    p = subprocess.run([sb.exe, "view", "/dev/stdin"], input=data, capture_output=True)
+    assert p.returncode == 0, p.stderr
+    assert b"rows: 120" in p.stdout
+
+
+def test_png_modes_decode_as_pil_convert_rgb(sb, models, tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    root = tmp_path / "png" / "c"
+    root.mkdir(parents=True)
+    imgs = {
+        "a_rgba.png": Image.fromarray(np.dstack([rgb, rng.integers(0, 256, (9, 11), dtype=np.uint8)]), "RGBA"),
+        "b_la.png": Image.fromarray(rgb[..., 0]).convert("LA"),
+        "c_palette.png": Image.fromarray(rgb).convert("P"),
+        "d_bilevel.png": Image.fromarray(rgb[..., 1]).convert("1"),
+        "e_grey.png": Image.fromarray(rgb[..., 2]),
+    }
+    pal = Image.fromarray(rgb).convert("P")
+    pal.info["transparency"] = 3
+    imgs["f_palette_trns.png"] = pal
+    for name, im in imgs.items():
+        im.save(root / name)
+    out = tmp_path / "png.h5"
+    p = sb("dump", models / "resnet50.pt", tmp_path / "png", "-l", "input", "-o", out)
+    assert p.returncode == 0, p.stderr.decode()
+    with h5py.File(out) as f:
+        got = np.rint(f["activations/input"][:] * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    for i, name in enumerate(sorted(imgs)):
+        ref = np.asarray(Image.open(root / name).convert("RGB"))
+        np.testing.assert_array_equal(got[i], ref, err_msg=name)

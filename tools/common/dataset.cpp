@@ -29,11 +29,17 @@ struct jpeg_error : jpeg_error_mgr {
   char message[JMSG_LENGTH_MAX] = "";
 };
 
-void jpeg_quiet(j_common_ptr) {}  // warnings are counted and reported as errors, not printed
+// libjpeg calls this for the first warning (and for errors, before error_exit): keep its text
+// for the exception instead of printing it.
+void jpeg_keep_message(j_common_ptr c) {
+  auto* e = reinterpret_cast<jpeg_error*>(c->err);
+  if (e->message[0] == '\0') (*c->err->format_message)(c, e->message);
+}
 
 void jpeg_fail(j_common_ptr c) {
   auto* e = reinterpret_cast<jpeg_error*>(c->err);
-  (*c->err->format_message)(c, e->message);
+  e->message[0] = '\0';
+  jpeg_keep_message(c);
   std::longjmp(e->jump, 1);
 }
 
@@ -42,7 +48,7 @@ image decode_jpeg(const std::string& path, std::FILE* f) {
   jpeg_error err{};
   d.err = jpeg_std_error(&err);
   err.error_exit = jpeg_fail;
-  err.output_message = jpeg_quiet;
+  err.output_message = jpeg_keep_message;
   image img;
   // Nothing with a destructor may be created between setjmp and the last libjpeg call.
   if (setjmp(err.jump)) {
@@ -69,7 +75,6 @@ image decode_jpeg(const std::string& path, std::FILE* f) {
   jpeg_finish_decompress(&d);
   // libjpeg only warns about corrupt or truncated data and fills in grey; PIL refuses such files.
   if (err.num_warnings > 0) {
-    (*err.format_message)(reinterpret_cast<j_common_ptr>(&d), err.message);
     jpeg_destroy_decompress(&d);
     throw io_error(quote_name(path) + ": image does not decode as JPEG: " + err.message);
   }
@@ -77,22 +82,64 @@ image decode_jpeg(const std::string& path, std::FILE* f) {
   return img;
 }
 
-image decode_png(const std::string& path) {
-  png_image p{};
-  p.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_file(&p, path.c_str()))
-    throw io_error(quote_name(path) + ": image does not decode as PNG: " + p.message);
-  p.format = PNG_FORMAT_RGB;
-  image img;
-  img.height = static_cast<int>(p.height);
-  img.width = static_cast<int>(p.width);
+/// Sizes an RGB image and returns its pixel buffer (kept out of line: see decode_png).
+[[gnu::noinline]] unsigned char* allocate(image& img, int height, int width) {
+  img.height = height;
+  img.width = width;
   img.channels = 3;
-  img.pixels.resize(PNG_IMAGE_SIZE(p));
-  if (!png_image_finish_read(&p, nullptr, img.pixels.data(), 0, nullptr)) {
-    const std::string msg = p.message;
-    png_image_free(&p);
-    throw io_error(quote_name(path) + ": image does not decode as PNG: " + msg);
+  img.pixels.resize(static_cast<std::size_t>(height) * static_cast<std::size_t>(width) * 3);
+  return img.pixels.data();
+}
+
+struct png_failure {
+  std::jmp_buf jump;
+  std::string message;
+};
+
+void png_fail(png_structp p, png_const_charp msg) {
+  auto* f = static_cast<png_failure*>(png_get_error_ptr(p));
+  f->message = msg;  // std::string assignment happens before the jump; nothing is left half-built
+  std::longjmp(f->jump, 1);
+}
+
+void png_ignore_warning(png_structp, png_const_charp) {}
+
+/// Decodes as PIL's Image.open(...).convert("RGB"): palette and grey expanded, alpha and tRNS
+/// dropped (not composited), 16-bit samples cut to their high byte, no gamma correction.
+image decode_png(const std::string& path, std::FILE* f) {
+  png_failure fail;
+  png_structp p = png_create_read_struct(PNG_LIBPNG_VER_STRING, &fail, png_fail, png_ignore_warning);
+  png_infop info = p ? png_create_info_struct(p) : nullptr;
+  if (!info) {
+    png_destroy_read_struct(&p, nullptr, nullptr);
+    throw std::bad_alloc();
   }
+  image img;
+  if (setjmp(fail.jump)) {
+    png_destroy_read_struct(&p, &info, nullptr);
+    throw io_error(quote_name(path) + ": image does not decode as PNG: " + fail.message);
+  }
+  png_init_io(p, f);
+  png_read_info(p, info);
+  const int color = png_get_color_type(p, info);
+  png_set_strip_16(p);
+  png_set_strip_alpha(p);
+  png_set_packing(p);
+  if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(p);
+  if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) {
+    png_set_expand_gray_1_2_4_to_8(p);
+    png_set_gray_to_rgb(p);
+  }
+  const int passes = png_set_interlace_handling(p);
+  png_read_update_info(p, info);
+  const png_uint_32 w = png_get_image_width(p, info), h = png_get_image_height(p, info);
+  if (png_get_rowbytes(p, info) != std::size_t{w} * 3) png_error(p, "unexpected row layout after conversion to RGB");
+  // No C++ object is made or resized in this frame after setjmp (longjmp would skip it).
+  unsigned char* px = allocate(img, static_cast<int>(h), static_cast<int>(w));
+  for (int pass = 0; pass < passes; ++pass)
+    for (png_uint_32 y = 0; y < h; ++y) png_read_row(p, px + std::size_t{y} * w * 3, nullptr);
+  png_read_end(p, nullptr);
+  png_destroy_read_struct(&p, &info, nullptr);
   return img;
 }
 
@@ -290,10 +337,7 @@ image decode_image(const std::string& path) {
   const std::size_t n = std::fread(magic, 1, sizeof magic, f.get());
   std::rewind(f.get());
   if (n >= 3 && magic[0] == 0xff && magic[1] == 0xd8 && magic[2] == 0xff) return decode_jpeg(path, f.get());
-  if (n == 8 && png_sig_cmp(magic, 0, 8) == 0) {
-    f.reset();
-    return decode_png(path);
-  }
+  if (n == 8 && png_sig_cmp(magic, 0, 8) == 0) return decode_png(path, f.get());
   throw io_error(quote_name(path) + ": image does not decode: not a JPEG or PNG file" + (n == 0 ? " (empty)" : ""));
 }
 

@@ -50,17 +50,20 @@ class store_source : public io::batch_source {
 /// A stream written to stdout, or to "<path>.partial" renamed to <path> by finish().
 class stream_sink : public io::batch_sink {
  public:
-  stream_sink(const std::string& path, const io::header& hdr)
-      : path_(path), f_(open(path)), w_(f_.get(), path, hdr) {}
-  ~stream_sink() override {
-    if (!done_ && path_ != "-") {
-      f_.reset();
-      std::remove((path_ + ".partial").c_str());
+  stream_sink(const std::string& path, const io::header& hdr) : path_(path), f_(open(path)) {
+    try {
+      w_.emplace(f_.get(), path, hdr);
+    } catch (...) {
+      discard();
+      throw;
     }
   }
-  void write(const io::batch_view& b) override { w_.write(b); }
+  ~stream_sink() override {
+    if (!done_) discard();
+  }
+  void write(const io::batch_view& b) override { w_->write(b); }
   void finish(const std::vector<std::string>* log = nullptr) override {
-    w_.finish(log);
+    w_->finish(log);
     if (path_ == "-") {
       done_ = true;
       return;
@@ -80,9 +83,14 @@ class stream_sink : public io::batch_sink {
     if (!f) throw io_error(quote_name(path) + ": cannot create: " + std::strerror(errno));
     return file_ptr(f, std::fclose);
   }
+  void discard() {
+    if (path_ == "-") return;
+    f_.reset();
+    std::remove((path_ + ".partial").c_str());
+  }
   std::string path_;
   file_ptr f_;
-  io::stream_writer w_;
+  std::optional<io::stream_writer> w_;
   bool done_ = false;
 };
 
@@ -96,6 +104,10 @@ std::unique_ptr<io::batch_source> open_source(const std::string& path, std::size
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw io_error(quote_name(path) + ": cannot open: " + std::strerror(errno));
   file_ptr fp(f, std::fclose);
+  // A pipe given by name (/dev/stdin, a FIFO, <(…)) cannot be rewound after sniffing, and HDF5
+  // cannot read one anyway: it can only be a stream.
+  if (std::error_code ec; !std::filesystem::is_regular_file(path, ec))
+    return std::make_unique<owning_stream_source>(std::move(fp), path);
   unsigned char magic[8] = {};
   const std::size_t n = std::fread(magic, 1, sizeof magic, f);
   if (n == 8 && std::memcmp(magic, "\x89HDF\r\n\x1a\n", 8) == 0) {

@@ -77,15 +77,19 @@ void run_dump_plugin(const dump_options& o) {
   model.select(taps);
   const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, data->size()) : data->size();
 
-  std::atomic<std::int64_t> classes{-1};  // the model's output width, known after the probe
+  // Known after the probe, read-only afterwards: the model's output width, the input size of
+  // every image, and each tap's shape per input. Every batch is checked against them.
+  std::atomic<std::int64_t> classes{-1};
+  std::vector<int64_t> input_shape;
+  std::vector<std::vector<int64_t>> tap_shapes;
   auto load = [&](std::uint64_t first, std::size_t count) {
     loaded b;
     std::vector<torch::Tensor> xs;
     for (std::uint64_t i = first; i < first + count; ++i) {
       auto x = preprocess(data->load(i), pre);
-      if (!xs.empty() && x.sizes() != xs.front().sizes())
-        throw io_error(data->item_name(i) + ": preprocessed to " + c10::str(x.sizes()) + ", earlier images to " +
-                       c10::str(xs.front().sizes()) + "; use --resize and --crop to make them equal");
+      if (!input_shape.empty() && x.sizes() != c10::IntArrayRef(input_shape))
+        throw io_error(data->item_name(i) + ": preprocessed to " + c10::str(x.sizes()) + ", the first image to " +
+                       c10::str(c10::IntArrayRef(input_shape)) + "; use --resize and --crop to make them equal");
       const auto label = data->label(i);
       if (classes > 0 && label >= classes)
         throw io_error(data->item_name(i) + ": label " + std::to_string(label) + " is out of range [0, " +
@@ -114,6 +118,10 @@ void run_dump_plugin(const dump_options& o) {
       if (t.dim() < 1 || t.size(0) != b.x.size(0))
         throw std::runtime_error("layer '" + o.layers[i] + "' of '" + o.model + "' has shape " + c10::str(t.sizes()) +
                                  "; its first axis is not the batch");
+      if (!tap_shapes.empty() && t.sizes().slice(1) != c10::IntArrayRef(tap_shapes[i]))
+        throw std::runtime_error("layer '" + o.layers[i] + "' of '" + o.model + "' gives " + c10::str(t.sizes().slice(1)) +
+                                 " per input for rows from " + std::to_string(b.ids.front()) + ", but " +
+                                 c10::str(c10::IntArrayRef(tap_shapes[i])) + " for the first input");
       c.taps.push_back(t.to(torch::kCPU, torch::kFloat32).contiguous());
     }
     if (out.back().isTensor() && out.back().toTensor().dim() == 2) classes = out.back().toTensor().size(1);
@@ -122,15 +130,16 @@ void run_dump_plugin(const dump_options& o) {
 
   // Probe with the first input: layer shapes, the model's output width, and a clear error when
   // the model rejects the input size.
-  const auto probe = run(load(0, 1));
+  const auto head = load(0, 1);
+  const auto probe = run(head);
+  input_shape = head.x.sizes().slice(1).vec();
+  for (const auto& t : probe.taps) tap_shapes.push_back(t.sizes().slice(1).vec());
   if (classes > 0 && data->num_classes() > static_cast<std::size_t>(classes))
     throw std::runtime_error("data set " + quote_name(o.data.path) + " has " + std::to_string(data->num_classes()) +
                              " classes, more than the " + std::to_string(classes) + " outputs of '" + o.model + "'");
   io::header hdr;
-  for (std::size_t i = 0; i < o.layers.size(); ++i) {
-    const auto s = probe.taps[i].sizes();
-    hdr.layers.push_back({o.layers[i], std::vector<std::size_t>(s.begin() + 1, s.end())});
-  }
+  for (std::size_t i = 0; i < o.layers.size(); ++i)
+    hdr.layers.push_back({o.layers[i], std::vector<std::size_t>(tap_shapes[i].begin(), tap_shapes[i].end())});
 
   rec["device"] = o.common.device;
   rec["libraries"].update(torch_versions());
@@ -184,6 +193,7 @@ void run_dump_plugin(const dump_options& o) {
     } catch (...) {
       fail.set(std::current_exception());
       to_model.close();
+      to_writer.close();  // unblocks the model stage if it waits to hand over a batch
     }
   });
   try {

@@ -29,10 +29,7 @@ struct inlined {
   std::vector<tap_point> points;
 };
 
-std::string short_type(const c10::ClassTypePtr& t) {
-  auto n = t->name() ? t->name()->name() : std::string("?");
-  return n;
-}
+std::string short_type(const c10::ClassTypePtr& t) { return t->name() ? t->name()->name() : std::string("?"); }
 
 // Inlines every method call on self or a submodule reachable from self (top block only) and
 // records the value returned by each submodule's forward.
@@ -106,14 +103,17 @@ tapped_model::tapped_model(const std::string& path, const std::string& device) :
     throw std::runtime_error("cannot load TorchScript model '" + path + "': " + what.substr(0, what.find('\n')));
   }
   module_.eval();
-  auto all = inline_all(module_);
-  points_.push_back({"input", "input"});
-  for (auto& p : all.points) points_.push_back(p);
-  points_.push_back({"logits", "output"});
+  const auto all = inline_all(module_);
+  auto taken = [&](const char* n) {
+    return std::any_of(all.points.begin(), all.points.end(), [&](const tap_point& p) { return p.name == n; });
+  };
+  if (!taken("input")) points_.push_back({"input", "input", tap_point::kind::input});
+  points_.insert(points_.end(), all.points.begin(), all.points.end());
+  if (!taken("logits")) points_.push_back({"logits", "output", tap_point::kind::output});
 }
 
 void tapped_model::select(const std::vector<std::string>& names) {
-  auto all = inline_all(module_);
+  auto all = inline_all(module_);  // a fresh graph: select() may run more than once
   auto& g = *all.graph;
   std::vector<std::string> valid;
   for (auto& p : points_) valid.push_back(p.name);
@@ -133,13 +133,14 @@ void tapped_model::select(const std::vector<std::string>& names) {
                                     numbered.back() + "'");
       throw std::invalid_argument(unknown_name_message("layer", name, quote_name(path_), valid));
     }
-    const auto idx = static_cast<int>(it - valid.begin());
-    selected_.push_back(idx);
+    const auto idx = static_cast<std::size_t>(it - valid.begin());
+    selected_.push_back(static_cast<int>(idx));
+    const auto& point = points_[idx];
     jit::Value* v = nullptr;
-    if (name == "input") v = g.inputs()[1];
-    else if (name == "logits") v = g.outputs()[0];
-    else v = all.values[static_cast<std::size_t>(idx - 1)];
-    if (name != "input" && name != "logits" && v->type()->isSubtypeOf(*c10::TensorType::get()) &&
+    if (point.what == tap_point::kind::input) v = g.inputs()[1];
+    else if (point.what == tap_point::kind::output) v = g.outputs()[0];
+    else v = all.values[idx - (points_.front().what == tap_point::kind::input ? 1 : 0)];
+    if (point.what == tap_point::kind::module && v->type()->isSubtypeOf(*c10::TensorType::get()) &&
         written_later(alias, v)) {
       // Snapshot the value where it is made: a later in-place op would otherwise change it.
       jit::WithInsertPoint guard(v->node()->next());
@@ -162,7 +163,7 @@ std::vector<torch::jit::IValue> tapped_model::forward(const torch::Tensor& x) {
   auto elems = stack.back().toTuple()->elements();
   std::vector<torch::jit::IValue> out(elems.begin(), elems.end());
   for (std::size_t i = 0; i < out.size(); ++i)
-    if (points_[static_cast<std::size_t>(selected_[i])].name == "logits" && out[i].isTuple())
+    if (points_[static_cast<std::size_t>(selected_[i])].what == tap_point::kind::output && out[i].isTuple())
       out[i] = out[i].toTuple()->elements().at(0);
   return out;
 }

@@ -13,8 +13,10 @@ namespace shapebias::tools {
 
 /// One place that can be tapped: a submodule call in the model's forward graph.
 struct tap_point {
+  enum class kind { input, module, output };
   std::string name;         // module path, e.g. "layer3.5.conv2"; "path#k" when called k>1 times
   std::string module_type;  // the submodule's class, e.g. "Conv2d"
+  kind what = kind::module;
 };
 
 class tapped_model {
@@ -23,7 +25,8 @@ class tapped_model {
   tapped_model(const std::string& path, const std::string& device);
 
   /// Every tappable name, in call order, plus "input" (the normalised model input) and "logits"
-  /// (the model's output; the first element when it returns a tuple).
+  /// (the model's output; the first element when it returns a tuple) unless a submodule has
+  /// that name.
   const std::vector<tap_point>& points() const noexcept { return points_; }
 
   /// Chooses the taps that forward() returns. Throws std::invalid_argument for an unknown name,
@@ -40,8 +43,6 @@ class tapped_model {
   std::string path_;
   torch::jit::Module module_;
   torch::Device device_;
-  std::shared_ptr<torch::jit::Graph> graph_;      // forward with every top-level module call inlined
-  std::vector<torch::jit::Value*> values_;         // output of each point (parallel to points_)
   std::vector<tap_point> points_;
   std::unique_ptr<torch::jit::GraphFunction> fn_;  // the graph that returns the selected taps
   std::vector<int> selected_;                      // index into points_

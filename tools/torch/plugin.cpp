@@ -35,8 +35,8 @@ void check_device(const std::string& device) {
     const torch::Device d(device);
     if (d.is_cuda() && !torch::cuda::is_available())
       throw std::invalid_argument("--device " + device + ": CUDA is not available in this LibTorch build or machine");
-  } catch (const c10::Error& e) {
-    throw std::invalid_argument("--device '" + device + "': not a device name (cpu, cuda, cuda:N)");
+  } catch (const c10::Error&) {
+    throw usage_error("--device '" + device + "': not a device name (cpu, cuda, cuda:N)");
   }
 }
 

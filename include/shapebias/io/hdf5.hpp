@@ -55,7 +55,7 @@ class handle {
 
 namespace detail {
 inline herr_t innermost(unsigned n, const H5E_error2_t* e, void* out) {
-  // The walk goes from the innermost frame outwards: keep the first (most specific) message.
+  // Walked upward, frame 0 is the innermost one, where the cause (e.g. errno) is said.
   if (n == 0 && e->desc) *static_cast<std::string*>(out) = e->desc;
   return 0;
 }
@@ -75,7 +75,7 @@ template <class T>
 T check(T status, const std::string& file, const std::string& what) {
   if (status >= 0) return status;
   std::string why;
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, detail::innermost, &why);
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail::innermost, &why);
   H5Eclear2(H5E_DEFAULT);
   throw io_error(quote_name(file) + ": " + what + (why.empty() ? "" : ": " + why));
 }

@@ -21,12 +21,13 @@ inline std::string utc_now() {
   return buf;
 }
 
-/// Returns the log with "finished" set to now in its last record (a no-op on an empty log).
-inline std::vector<std::string> stamp_finished(std::vector<std::string> log) {
+/// Returns the log with "finished" set to `when` (default: now) in its last record; a no-op on an
+/// empty log or a last record that is not a JSON object.
+inline std::vector<std::string> stamp_finished(std::vector<std::string> log, const std::string& when = utc_now()) {
   if (log.empty()) return log;
   auto rec = nlohmann::json::parse(log.back(), nullptr, /*allow_exceptions=*/false);
   if (rec.is_object()) {
-    rec["finished"] = utc_now();
+    rec["finished"] = when;
     log.back() = rec.dump();
   }
   return log;

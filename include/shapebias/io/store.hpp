@@ -285,7 +285,8 @@ class store_reader {
       throw io_error(quote_name(path_) + ": incomplete store (the run that wrote it did not finish)");
 
     const auto names = nlohmann::json::parse(h5::read_string_attribute(f, "layers", path_), nullptr, false);
-    if (!names.is_array()) throw io_error(quote_name(path_) + ": corrupt 'layers' attribute");
+    if (!names.is_array() || !std::all_of(names.begin(), names.end(), [](const auto& n) { return n.is_string(); }))
+      throw io_error(quote_name(path_) + ": corrupt 'layers' attribute");
     h5::handle dapl(H5Pcreate(H5P_DATASET_ACCESS));
     H5Pset_chunk_cache(dapl.get(), 521, std::size_t{32} << 20, 1.0);  // bounded: 32 MiB per dataset
     for (const auto& n : names) {
@@ -306,7 +307,7 @@ class store_reader {
                        std::to_string(h5::dims(layers_[i].get())[0]) + " rows, the index has " +
                        std::to_string(rows_));
     if (h5::exists(f, "/provenance/log")) {
-      h5::handle d(H5Dopen2(f, "/provenance/log", H5P_DEFAULT));
+      h5::handle d(h5::check(H5Dopen2(f, "/provenance/log", H5P_DEFAULT), path_, "cannot open /provenance/log"));
       const auto n = h5::dims(d.get())[0];
       std::vector<char*> p(n, nullptr);
       h5::handle ftype(H5Dget_type(d.get()));
@@ -383,12 +384,14 @@ class store_reader {
     std::uint64_t pos_ = 0;
   };
 
-  /// Streams every layer (or those in `which`) in batches of `batch_rows`.
-  batches_source batches(std::size_t batch_rows, std::vector<std::size_t> which = {}) const {
+  /// Streams every layer (or those in `which`) in batches of `batch_rows`. The source refers to
+  /// this reader, which must outlive it.
+  batches_source batches(std::size_t batch_rows, std::vector<std::size_t> which = {}) const& {
     if (which.empty())
       for (std::size_t i = 0; i < header_.layers.size(); ++i) which.push_back(i);
     return batches_source(*this, batch_rows, std::move(which));
   }
+  batches_source batches(std::size_t, std::vector<std::size_t> = {}) const&& = delete;
 
  private:
   std::string path_;

@@ -151,7 +151,10 @@ class stream_writer : public batch_sink {
     auto& layers = h["layers"] = nlohmann::json::array();
     for (const auto& l : header_.layers) layers.push_back({{"name", l.name}, {"shape", l.shape}});
     auto& prov = h["provenance"] = nlohmann::json::array();
-    for (const auto& r : header_.provenance) prov.push_back(nlohmann::json::parse(r, nullptr, false));
+    for (const auto& r : header_.provenance) {
+      auto j = nlohmann::json::parse(r, nullptr, false);
+      prov.push_back(j.is_discarded() ? nlohmann::json(r) : j);  // a record that is not JSON stays text
+    }
     control(h);
   }
 
@@ -208,9 +211,13 @@ class stream_reader : public batch_source {
       throw io_error(quote_name(name_) + ": stream format version " + std::to_string(h->value("format_version", 0)) +
                      ", this build reads " + std::to_string(stream_format_version));
     try {
-      for (const auto& l : h->at("layers"))
+      for (const auto& l : h->at("layers")) {
         header_.layers.push_back({l.at("name").get<std::string>(), l.at("shape").get<std::vector<std::size_t>>()});
-      for (const auto& r : h->at("provenance")) header_.provenance.push_back(r.dump());
+        std::size_t n = 1;
+        for (auto d : header_.layers.back().shape)
+          if (d == 0 || (n *= d) > max_row_elements) throw io_error(quote_name(name_) + ": corrupt stream header (layer shape)");
+      }
+      for (const auto& r : h->at("provenance")) header_.provenance.push_back(r.is_string() ? r.get<std::string>() : r.dump());
     } catch (const nlohmann::json::exception&) {
       throw io_error(quote_name(name_) + ": corrupt stream header");
     }
@@ -222,6 +229,20 @@ class stream_reader : public batch_source {
   }
 
   std::optional<batch> next() override {
+    try {
+      return next_batch();
+    } catch (const nlohmann::json::exception&) {
+      throw io_error(quote_name(name_) + ": corrupt stream (malformed control record after row " + std::to_string(rows_) + ")");
+    }
+  }
+
+ private:
+  // Bounds that keep a damaged stream from asking for absurd allocations.
+  static constexpr std::size_t max_row_elements = std::size_t{1} << 32;
+  static constexpr std::size_t max_batch_rows = std::size_t{1} << 24;
+  static constexpr std::size_t max_control_bytes = std::size_t{64} << 20;
+
+  std::optional<batch> next_batch() {
     if (ended_) return std::nullopt;
     const auto c = control();
     if (!c) throw io_error(quote_name(name_) + ": truncated stream (no end record after " + std::to_string(rows_) + " rows)");
@@ -233,11 +254,12 @@ class stream_reader : public batch_source {
                        " rows, read " + std::to_string(rows_) + ")");
       if (c->value("crc32", 0UL) != crc_) throw io_error(quote_name(name_) + ": corrupt stream (CRC-32 mismatch)");
       if (std::fgetc(in_) != EOF) throw io_error(quote_name(name_) + ": corrupt stream (bytes after the end record)");
-      header_.provenance = stamp_end(header_.provenance, c->value("finished", ""));
+      if (const auto t = c->value("finished", ""); !t.empty()) header_.provenance = stamp_finished(header_.provenance, t);
       return std::nullopt;
     }
     if (kind != "batch") throw io_error(quote_name(name_) + ": corrupt stream (unexpected '" + kind + "' record)");
-    const auto n = c->value("rows", std::size_t{0});
+    const auto n = c->at("rows").get<std::size_t>();
+    if (n > max_batch_rows) throw io_error(quote_name(name_) + ": corrupt stream (batch of " + std::to_string(n) + " rows)");
     if (c->value("first_row", std::uint64_t{0}) != rows_)
       throw io_error(quote_name(name_) + ": corrupt stream (batch starts at row " +
                      std::to_string(c->value("first_row", 0)) + ", expected " + std::to_string(rows_) + ")");
@@ -258,20 +280,12 @@ class stream_reader : public batch_source {
     return b;
   }
 
- private:
-  static std::vector<std::string> stamp_end(std::vector<std::string> log, const std::string& finished) {
-    if (log.empty() || finished.empty()) return log;
-    auto rec = nlohmann::json::parse(log.back(), nullptr, false);
-    if (rec.is_object()) rec["finished"] = finished;
-    log.back() = rec.dump();
-    return log;
-  }
-
   std::optional<nlohmann::json> control() {
     const auto r = npy::read_header(in_, name_);
     if (!r) return std::nullopt;
     if (r->descr != "|u1" || r->shape.size() != 1)
       throw io_error(quote_name(name_) + ": corrupt stream (expected a control record, found a " + r->descr + " array)");
+    if (r->count() > max_control_bytes) throw io_error(quote_name(name_) + ": corrupt stream (control record too long)");
     std::string s(r->count(), '\0');
     npy::read_data(in_, *r, s.data(), name_);
     auto j = nlohmann::json::parse(s, nullptr, false);
