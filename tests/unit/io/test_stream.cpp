@@ -112,6 +112,12 @@ TEST_CASE("stream: corruption is an error", "[io][stream]") {
   SECTION("not a stream at all") {
     CHECK_THROWS_WITH(read_all("hello, this is not a stream"), Catch::Contains("expected an NPY record"));
   }
+  SECTION("a control record with a missing field") {
+    const auto k = bytes.find("\"rows\":2");
+    REQUIRE(k != std::string::npos);
+    bytes[k + 4] = 'z';  // "rowz": same length, so the framing stays intact
+    CHECK_THROWS_WITH(read_all(bytes), Catch::Contains("malformed control record"));
+  }
   SECTION("a damaged record header") {
     bytes[bytes.find("'descr'") + 10] = 'X';
     CHECK_THROWS_AS(read_all(bytes), shapebias::io_error);
