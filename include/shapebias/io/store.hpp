@@ -47,38 +47,36 @@ inline void validate_layer_name(const std::string& name) {
     throw std::invalid_argument("layer name '" + name + "' cannot name an HDF5 dataset");
 }
 
-/// Appends `n` elements of `type` along axis 0 of a 1-or-more-D extensible dataset.
+/// The file and memory dataspaces of rows [first, first+n) of a dataset whose dims are `d`.
+inline std::pair<h5::handle, h5::handle> row_spaces(hid_t dset, std::vector<hsize_t> d, hsize_t first, hsize_t n) {
+  h5::handle fspace(H5Dget_space(dset));
+  std::vector<hsize_t> start(d.size(), 0);
+  start[0] = first;
+  d[0] = n;
+  H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, d.data(), nullptr);
+  return {std::move(fspace), h5::handle(H5Screate_simple(static_cast<int>(d.size()), d.data(), nullptr))};
+}
+
+/// Appends `n` rows of `mem_type` along axis 0 of an extensible dataset.
 inline void append_rows(hid_t dset, hid_t mem_type, const void* data, std::size_t n,
                         const std::string& file, const std::string& what) {
   auto d = h5::dims(dset);
   const hsize_t first = d[0];
   d[0] += n;
   h5::check(H5Dset_extent(dset, d.data()), file, "cannot extend " + what);
-  h5::handle fspace(H5Dget_space(dset));
-  std::vector<hsize_t> start(d.size(), 0), count = d;
-  start[0] = first;
-  count[0] = n;
-  H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-  h5::handle mspace(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr));
-  h5::check(H5Dwrite(dset, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, data), file,
-            "cannot write " + what);
+  const auto [fspace, mspace] = row_spaces(dset, d, first, n);
+  h5::check(H5Dwrite(dset, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, data), file, "cannot write " + what);
 }
 
 /// Reads rows [first, first+n) of a dataset into `out` (which must hold n × row elements).
 inline void read_rows(hid_t dset, hid_t mem_type, void* out, std::uint64_t first, std::size_t n,
                       const std::string& file, const std::string& what) {
-  auto d = h5::dims(dset);
+  const auto d = h5::dims(dset);
   if (first + n > d[0])
     throw std::out_of_range(quote_name(file) + ": rows " + std::to_string(first) + "+" + std::to_string(n) +
                             " are past the end of " + what + " (" + std::to_string(d[0]) + " rows)");
-  h5::handle fspace(H5Dget_space(dset));
-  std::vector<hsize_t> start(d.size(), 0), count = d;
-  start[0] = first;
-  count[0] = n;
-  H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
-  h5::handle mspace(H5Screate_simple(static_cast<int>(count.size()), count.data(), nullptr));
-  h5::check(H5Dread(dset, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out), file,
-            "cannot read " + what);
+  const auto [fspace, mspace] = row_spaces(dset, d, first, n);
+  h5::check(H5Dread(dset, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out), file, "cannot read " + what);
 }
 
 inline h5::handle create_extensible(hid_t file_id, const std::string& path, hid_t type,
