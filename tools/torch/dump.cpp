@@ -151,6 +151,7 @@ void run_dump_plugin(const dump_options& o) {
                    {"deflate", o.deflate},   {"resume", o.resume}};
   io::store_options sopt;
   sopt.deflate = o.deflate;
+  sopt.batch_rows = o.common.batch_size;
   sopt.resume_key = sha256_text(nlohmann::json{rec["model"]["sha256"], rec["inputs"], pre.to_json(), o.layers}.dump());
   hdr.provenance.push_back(rec.dump());
 

@@ -25,8 +25,11 @@ inline constexpr const char* store_format = "shapebias-store";
 inline constexpr std::int64_t store_format_version = 1;
 
 struct store_options {
-  /// Rows per chunk; 0 chooses about 2 MiB per chunk (at least one row).
+  /// Rows per chunk; 0 chooses about 2 MiB per chunk (at least one row), dividing batch_rows.
   std::size_t chunk_rows = 0;
+  /// Rows per write() when known: chunks then never straddle two writes, so HDF5 never has to
+  /// read back a partly written chunk.
+  std::size_t batch_rows = 0;
   /// Deflate level 1–9 with the shuffle filter, or 0 for none.
   int deflate = 0;
   /// Opaque text that a resumed run must match (model hash, data set, layers, preprocessing).
@@ -34,10 +37,13 @@ struct store_options {
 };
 
 namespace detail {
-inline std::size_t auto_chunk_rows(std::size_t row_bytes, std::size_t requested) {
+inline std::size_t auto_chunk_rows(std::size_t row_bytes, std::size_t requested, std::size_t batch_rows = 0) {
   if (requested) return requested;
   const std::size_t target = std::size_t{2} << 20;
-  return std::clamp<std::size_t>(target / std::max<std::size_t>(row_bytes, 1), 1, 4096);
+  std::size_t rows = std::clamp<std::size_t>(target / std::max<std::size_t>(row_bytes, 1), 1, 4096);
+  if (batch_rows)
+    while (batch_rows % rows) --rows;  // the largest divisor of the batch within the target
+  return rows;
 }
 
 inline std::string dataset_path(const std::string& layer) { return "/activations/" + layer; }
@@ -130,7 +136,7 @@ class store_writer : public batch_sink {
     nlohmann::json names = nlohmann::json::array();
     for (const auto& l : header_.layers) {
       names.push_back(l.name);
-      const std::size_t chunk = detail::auto_chunk_rows(l.row_size() * sizeof(float), opt_.chunk_rows);
+      const std::size_t chunk = detail::auto_chunk_rows(l.row_size() * sizeof(float), opt_.chunk_rows, opt_.batch_rows);
       auto d = detail::create_extensible(f, detail::dataset_path(l.name), H5T_IEEE_F32LE,
                                          {l.shape.begin(), l.shape.end()}, chunk, opt_.deflate, partial_);
       h5::write_attribute(d.get(), "layer", l.name, partial_);

@@ -107,6 +107,9 @@ TEST_CASE("store: datasets are chunked along rows and extensible", "[io][store]"
   CHECK(io::detail::auto_chunk_rows(4 * 64 * 112 * 112, 0) == 1);    // rows over 2 MiB: one per chunk
   CHECK(io::detail::auto_chunk_rows(4 * 10, 0) == 4096);              // tiny rows: capped
   CHECK(io::detail::auto_chunk_rows(4 * 256 * 14 * 14, 0) == 10);     // ~2 MiB chunks
+  CHECK(io::detail::auto_chunk_rows(4 * 256 * 14 * 14, 0, 16) == 8);  // ... dividing a batch of 16
+  CHECK(io::detail::auto_chunk_rows(4 * 256 * 14 * 14, 0, 7) == 7);
+  CHECK(io::detail::auto_chunk_rows(4 * 10, 0, 100) == 100);
 }
 
 TEST_CASE("store: a killed writer leaves only a partial file, and resume continues it", "[io][store]") {
