@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
-// `shapebias dump`: data set → preprocessing → model with taps → store or stream.
-// Three stages overlap: a loader thread decodes and preprocesses batch k+1 while the model runs
-// batch k, and a writer thread writes batch k-1. Bounded queues hold at most two batches between
-// stages, so memory does not depend on the number of inputs.
+// The streaming pipeline (torch/pipeline.hpp), and `shapebias dump`: data set → preprocessing →
+// model with taps → store or stream.
 #include <ATen/Parallel.h>
 #include <torch/script.h>
 
@@ -18,21 +16,12 @@
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
 #include "torch/model.hpp"
+#include "torch/pipeline.hpp"
 #include "torch/preprocess.hpp"
 #include "torch/runtime.hpp"
 
 namespace shapebias::tools {
 namespace {
-
-struct loaded {
-  torch::Tensor x;
-  std::vector<std::int64_t> ids, labels;
-};
-
-struct computed {
-  std::vector<torch::Tensor> taps;  // contiguous float32 on the CPU
-  std::vector<std::int64_t> ids, labels;
-};
 
 /// Remembers the first failure of any stage.
 class failure {
@@ -65,6 +54,99 @@ extern "C" void on_interrupt(int sig) {
 
 }  // namespace
 
+loaded image_batches::load(std::uint64_t first, std::size_t count) const {
+  loaded b;
+  std::vector<torch::Tensor> xs;
+  for (std::uint64_t i = first; i < first + count; ++i) {
+    auto x = preprocess(data_.load(i), pre_);
+    if (!input_shape_.empty() && x.sizes() != c10::IntArrayRef(input_shape_))
+      throw io_error(data_.item_name(i) + ": preprocessed to " + c10::str(x.sizes()) + ", the first image to " +
+                     c10::str(c10::IntArrayRef(input_shape_)) + "; use --resize and --crop to make them equal");
+    const auto label = data_.label(i);
+    const auto k = classes_.load();
+    if (k > 0 && label >= k)
+      throw io_error(data_.item_name(i) + ": label " + std::to_string(label) + " is out of range [0, " +
+                     std::to_string(k) + ") for the model's " + std::to_string(k) + " outputs");
+    xs.push_back(std::move(x));
+    b.ids.push_back(static_cast<std::int64_t>(i));
+    b.labels.push_back(label);
+  }
+  b.x = torch::stack(xs);
+  return b;
+}
+
+void check_tap(const torch::Tensor& t, const std::string& layer, const std::string& model, std::int64_t rows,
+               const std::vector<int64_t>* expected, std::int64_t first_id) {
+  if (t.dim() < 1 || t.size(0) != rows)
+    throw std::runtime_error("layer '" + layer + "' of " + quote_name(model) + " has shape " + c10::str(t.sizes()) +
+                             "; its first axis is not the batch");
+  if (expected && t.sizes().slice(1) != c10::IntArrayRef(*expected))
+    throw std::runtime_error("layer '" + layer + "' of " + quote_name(model) + " gives " + c10::str(t.sizes().slice(1)) +
+                             " per input for rows from " + std::to_string(first_id) + ", but " +
+                             c10::str(c10::IntArrayRef(*expected)) + " for the first input");
+}
+
+double run_pipeline(const std::string& verb, const std::string& output, std::uint64_t start, std::uint64_t n,
+                    std::size_t bs, bool quiet, const image_batches& images,
+                    const std::function<computed(const loaded&)>& compute, io::batch_sink& sink) {
+  bounded_queue<loaded> to_model(2);
+  bounded_queue<computed> to_writer(2);
+  failure fail;
+  progress prog(verb, n, quiet);
+  prog.update(start);
+  interrupted = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::signal(SIGINT, on_interrupt);
+  std::signal(SIGTERM, on_interrupt);
+  std::thread loader([&] {
+    at::set_num_threads(1);  // decoding must not compete with the model for cores
+    try {
+      for (std::uint64_t first = start; first < n && !fail.failed() && !interrupted; first += bs)
+        if (!to_model.push(images.load(first, static_cast<std::size_t>(std::min<std::uint64_t>(bs, n - first))))) break;
+    } catch (...) {
+      fail.set(std::current_exception());
+    }
+    to_model.close();
+  });
+  std::thread writer([&] {
+    try {
+      std::uint64_t done = start;
+      while (auto c = to_writer.pop()) {
+        if (fail.failed()) continue;
+        io::batch_view v{c->ids.size(), c->ids.data(), c->labels.data(), {}};
+        for (const auto& t : c->data) v.data.push_back(t.data_ptr<float>());
+        sink.write(v);
+        prog.update(done += v.rows);
+      }
+    } catch (...) {
+      fail.set(std::current_exception());
+      to_model.close();
+      to_writer.close();  // unblocks the model stage if it waits to hand over a batch
+    }
+  });
+  try {
+    while (auto b = to_model.pop()) {
+      if (fail.failed()) break;
+      if (!to_writer.push(compute(*b))) break;
+    }
+  } catch (...) {
+    fail.set(std::current_exception());
+  }
+  to_model.close();
+  to_writer.close();
+  loader.join();
+  writer.join();
+  prog.finish();
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+  fail.rethrow();
+  if (interrupted)
+    throw std::runtime_error(is_hdf5_name(output) ? "interrupted; the rows written so far are kept in " +
+                                                        quote_name(output + ".partial") + ": rerun with --resume"
+                                                  : "interrupted; the stream ends without its end record");
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 void run_dump_plugin(const dump_options& o) {
   check_device(o.common.device);
   configure_threads(o.common.threads);
@@ -76,31 +158,10 @@ void run_dump_plugin(const dump_options& o) {
   taps.push_back("logits");  // always computed: its width bounds the labels
   model.select(taps);
   const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, data->size()) : data->size();
+  image_batches images(*data, pre);
 
-  // Known after the probe, read-only afterwards: the model's output width, the input size of
-  // every image, and each tap's shape per input. Every batch is checked against them.
-  std::atomic<std::int64_t> classes{-1};
-  std::vector<int64_t> input_shape;
+  // Each tap's shape per input, from the first input; every later batch is checked against it.
   std::vector<std::vector<int64_t>> tap_shapes;
-  auto load = [&](std::uint64_t first, std::size_t count) {
-    loaded b;
-    std::vector<torch::Tensor> xs;
-    for (std::uint64_t i = first; i < first + count; ++i) {
-      auto x = preprocess(data->load(i), pre);
-      if (!input_shape.empty() && x.sizes() != c10::IntArrayRef(input_shape))
-        throw io_error(data->item_name(i) + ": preprocessed to " + c10::str(x.sizes()) + ", the first image to " +
-                       c10::str(c10::IntArrayRef(input_shape)) + "; use --resize and --crop to make them equal");
-      const auto label = data->label(i);
-      if (classes > 0 && label >= classes)
-        throw io_error(data->item_name(i) + ": label " + std::to_string(label) + " is out of range [0, " +
-                       std::to_string(classes) + ") for the model's " + std::to_string(classes) + " outputs");
-      xs.push_back(std::move(x));
-      b.ids.push_back(static_cast<std::int64_t>(i));
-      b.labels.push_back(label);
-    }
-    b.x = torch::stack(xs);
-    return b;
-  };
   auto run = [&](const loaded& b) {
     std::vector<torch::jit::IValue> out;
     try {
@@ -114,26 +175,21 @@ void run_dump_plugin(const dump_options& o) {
       if (!out[i].isTensor())
         throw std::runtime_error("layer '" + o.layers[i] + "' of '" + o.model + "' returns a " + out[i].tagKind() +
                                  ", not a tensor");
-      auto t = out[i].toTensor();
-      if (t.dim() < 1 || t.size(0) != b.x.size(0))
-        throw std::runtime_error("layer '" + o.layers[i] + "' of '" + o.model + "' has shape " + c10::str(t.sizes()) +
-                                 "; its first axis is not the batch");
-      if (!tap_shapes.empty() && t.sizes().slice(1) != c10::IntArrayRef(tap_shapes[i]))
-        throw std::runtime_error("layer '" + o.layers[i] + "' of '" + o.model + "' gives " + c10::str(t.sizes().slice(1)) +
-                                 " per input for rows from " + std::to_string(b.ids.front()) + ", but " +
-                                 c10::str(c10::IntArrayRef(tap_shapes[i])) + " for the first input");
-      c.taps.push_back(t.to(torch::kCPU, torch::kFloat32).contiguous());
+      const auto t = out[i].toTensor();
+      check_tap(t, o.layers[i], o.model, b.x.size(0), tap_shapes.empty() ? nullptr : &tap_shapes[i], b.ids.front());
+      c.data.push_back(t.to(torch::kCPU, torch::kFloat32).contiguous());
     }
-    if (out.back().isTensor() && out.back().toTensor().dim() == 2) classes = out.back().toTensor().size(1);
+    if (out.back().isTensor() && out.back().toTensor().dim() == 2) images.set_classes(out.back().toTensor().size(1));
     return c;
   };
 
   // Probe with the first input: layer shapes, the model's output width, and a clear error when
   // the model rejects the input size.
-  const auto head = load(0, 1);
+  const auto head = images.load(0, 1);
   const auto probe = run(head);
-  input_shape = head.x.sizes().slice(1).vec();
-  for (const auto& t : probe.taps) tap_shapes.push_back(t.sizes().slice(1).vec());
+  images.set_input_shape(head.x.sizes().slice(1).vec());
+  for (const auto& t : probe.data) tap_shapes.push_back(t.sizes().slice(1).vec());
+  const auto classes = images.classes();
   if (classes > 0 && data->num_classes() > static_cast<std::size_t>(classes))
     throw std::runtime_error("data set " + quote_name(o.data.path) + " has " + std::to_string(data->num_classes()) +
                              " classes, more than the " + std::to_string(classes) + " outputs of '" + o.model + "'");
@@ -160,65 +216,8 @@ void run_dump_plugin(const dump_options& o) {
   if (start > n)
     throw std::runtime_error(quote_name(o.output) + ": the partial store holds " + std::to_string(start) +
                              " rows, more than the " + std::to_string(n) + " requested");
-
-  const std::size_t bs = o.common.batch_size;
-  bounded_queue<loaded> to_model(2);
-  bounded_queue<computed> to_writer(2);
-  failure fail;
-  progress prog("dump", n, o.common.quiet);
-  prog.update(start);
-
-  const auto t0 = std::chrono::steady_clock::now();
-  std::signal(SIGINT, on_interrupt);
-  std::signal(SIGTERM, on_interrupt);
-  std::thread loader([&] {
-    at::set_num_threads(1);  // decoding must not compete with the model for cores
-    try {
-      for (std::uint64_t first = start; first < n && !fail.failed() && !interrupted; first += bs)
-        if (!to_model.push(load(first, static_cast<std::size_t>(std::min<std::uint64_t>(bs, n - first))))) break;
-    } catch (...) {
-      fail.set(std::current_exception());
-    }
-    to_model.close();
-  });
-  std::thread writer([&] {
-    try {
-      std::uint64_t done = start;
-      while (auto c = to_writer.pop()) {
-        if (fail.failed()) continue;
-        io::batch_view v{c->ids.size(), c->ids.data(), c->labels.data(), {}};
-        for (const auto& t : c->taps) v.data.push_back(t.data_ptr<float>());
-        sink->write(v);
-        prog.update(done += v.rows);
-      }
-    } catch (...) {
-      fail.set(std::current_exception());
-      to_model.close();
-      to_writer.close();  // unblocks the model stage if it waits to hand over a batch
-    }
-  });
-  try {
-    while (auto b = to_model.pop()) {
-      if (fail.failed()) break;
-      if (!to_writer.push(run(*b))) break;
-    }
-  } catch (...) {
-    fail.set(std::current_exception());
-  }
-  to_model.close();
-  to_writer.close();
-  loader.join();
-  writer.join();
-  prog.finish();
-  std::signal(SIGINT, SIG_DFL);
-  std::signal(SIGTERM, SIG_DFL);
-  fail.rethrow();
-  if (interrupted)
-    throw std::runtime_error(is_hdf5_name(o.output) ? "interrupted; the rows written so far are kept in " +
-                                                               quote_name(o.output + ".partial") + ": rerun with --resume"
-                                                         : "interrupted; the stream ends without its end record");
-  // Timing of the pipelined loop (load, forward, write), for stores; a stream's header is already out.
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double secs = run_pipeline("dump", o.output, start, n, o.common.batch_size, o.common.quiet, images, run, *sink);
+  // Timing of the pipelined loop, for stores; a stream's header is already out.
   rec["timing"] = {{"rows", n - start}, {"seconds", secs}, {"rows_per_second", static_cast<double>(n - start) / secs}};
   std::vector<std::string> log{rec.dump()};
   sink->finish(&log);
