@@ -11,6 +11,7 @@
 #include "shapebias/version.hpp"
 
 namespace shapebias::tools {
+int run_attack(std::span<char*> args);
 int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
 int run_view(std::span<char*> args);
@@ -26,6 +27,8 @@ struct verb {
 };
 
 const verb verbs[] = {
+    {"attack", "Make adversarial examples (FGSM, PGD L∞/L2) and store them with their norms and predictions",
+     shapebias::tools::run_attack},
     {"dump", "Run a model on a data set and write chosen layers' activations (HDF5 or stream)",
      shapebias::tools::run_dump},
     {"layers", "List a model's tappable layers with their output shapes", shapebias::tools::run_layers},

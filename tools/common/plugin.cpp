@@ -31,6 +31,7 @@ const plugin_api& plugin() {
       plugin_api a{};
       a.dump = reinterpret_cast<decltype(a.dump)>(sym("shapebias_plugin_dump"));
       a.layers = reinterpret_cast<decltype(a.layers)>(sym("shapebias_plugin_layers"));
+      a.attack = reinterpret_cast<decltype(a.attack)>(sym("shapebias_plugin_attack"));
       a.libtorch_version = reinterpret_cast<decltype(a.libtorch_version)>(sym("shapebias_plugin_libtorch_version"));
       return a;
     }

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/attack_params.hpp"
 #include "common/cli.hpp"
 
 namespace shapebias::tools {
@@ -36,6 +37,17 @@ struct dump_options {
   std::string record;  // this step's provenance record so far (JSON)
 };
 
+struct attack_options {
+  common_options common;
+  std::string model;
+  data_options data;
+  attack_params attack;
+  std::vector<std::string> layers;  // activations of the adversarial images to store as well
+  std::string output;
+  std::uint64_t limit = 0;
+  std::string record;
+};
+
 struct layers_options {
   common_options common;
   std::string model;
@@ -46,6 +58,7 @@ struct layers_options {
 struct plugin_api {
   void (*dump)(const dump_options&);
   void (*layers)(const layers_options&);
+  void (*attack)(const attack_options&);
   const char* (*libtorch_version)();
 };
 

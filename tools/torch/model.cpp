@@ -168,4 +168,14 @@ std::vector<torch::jit::IValue> tapped_model::forward(const torch::Tensor& x) {
   return out;
 }
 
+torch::Tensor tapped_model::logits(const torch::Tensor& x) {
+  auto out = module_.forward({x});
+  if (out.isTuple()) out = out.toTuple()->elements().at(0);
+  if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != x.size(0))
+    throw std::runtime_error("model " + quote_name(path_) + " must return [B, K] logits; it returned " +
+                             (out.isTensor() ? c10::str(out.toTensor().sizes()) : "a " + out.tagKind()) +
+                             " for a batch of " + std::to_string(x.size(0)));
+  return out.toTensor();
+}
+
 }  // namespace shapebias::tools

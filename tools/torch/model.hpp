@@ -37,6 +37,12 @@ class tapped_model {
   /// given to select(). No gradients are recorded.
   std::vector<torch::jit::IValue> forward(const torch::Tensor& x);
 
+  /// The model's output for x with autograd enabled (for attacks and training). Throws
+  /// std::runtime_error naming the model when the output is not a [B, K] tensor.
+  torch::Tensor logits(const torch::Tensor& x);
+
+  torch::jit::Module& module() noexcept { return module_; }
+  const std::string& path() const noexcept { return path_; }
   torch::Device device() const noexcept { return device_; }
 
  private:
