@@ -14,6 +14,7 @@ namespace shapebias::tools {
 int run_attack(std::span<char*> args);
 int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
+int run_train(std::span<char*> args);
 int run_view(std::span<char*> args);
 int run_version(std::span<char*> args);
 }  // namespace shapebias::tools
@@ -32,6 +33,7 @@ const verb verbs[] = {
     {"dump", "Run a model on a data set and write chosen layers' activations (HDF5 or stream)",
      shapebias::tools::run_dump},
     {"layers", "List a model's tappable layers with their output shapes", shapebias::tools::run_layers},
+    {"train", "Train a model, standard or PGD-adversarial, and save it as TorchScript", shapebias::tools::run_train},
     {"view", "Summarise a store or stream, or convert between them", shapebias::tools::run_view},
     {"version", "Print the versions of shapebias and its libraries", shapebias::tools::run_version},
 };

@@ -32,6 +32,7 @@ const plugin_api& plugin() {
       a.dump = reinterpret_cast<decltype(a.dump)>(sym("shapebias_plugin_dump"));
       a.layers = reinterpret_cast<decltype(a.layers)>(sym("shapebias_plugin_layers"));
       a.attack = reinterpret_cast<decltype(a.attack)>(sym("shapebias_plugin_attack"));
+      a.train = reinterpret_cast<decltype(a.train)>(sym("shapebias_plugin_train"));
       a.libtorch_version = reinterpret_cast<decltype(a.libtorch_version)>(sym("shapebias_plugin_libtorch_version"));
       return a;
     }

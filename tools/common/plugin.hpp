@@ -48,6 +48,30 @@ struct attack_options {
   std::string record;
 };
 
+struct train_options {
+  common_options common;
+  std::string model;            // a TorchScript file, or empty with arch
+  std::string arch;             // built-in architecture, e.g. "fashion-cnn" or "fashion-cnn:16"
+  data_options data;            // training data
+  std::string eval_data;        // held-out data (default: the IDX test split of an IDX training set)
+  std::uint64_t limit = 0;      // training subset (first N)
+  std::uint64_t eval_limit = 1000;
+  int epochs = 10;
+  int stop_after = 0;           // train at most this many epochs in this call (0: all); --resume continues
+  double lr = 0.05, momentum = 0.9, weight_decay = 5e-4;
+  std::string schedule = "cosine";  // cosine | step
+  int step_epochs = 30;
+  double gamma = 0.1;
+  std::string augment = "crop,flip";  // none, or a comma list of crop, flip
+  int crop_padding = 2;
+  std::string adversarial = "none";   // none | pgd
+  attack_params attack;               // the PGD used for training (when pgd) and for robust evaluation
+  std::uint64_t seed = 0;
+  bool resume = false;
+  std::string output;                 // a folder
+  std::string record;
+};
+
 struct layers_options {
   common_options common;
   std::string model;
@@ -59,6 +83,7 @@ struct plugin_api {
   void (*dump)(const dump_options&);
   void (*layers)(const layers_options&);
   void (*attack)(const attack_options&);
+  void (*train)(const train_options&);
   const char* (*libtorch_version)();
 };
 

@@ -55,9 +55,15 @@ extern "C" void on_interrupt(int sig) {
 }  // namespace
 
 loaded image_batches::load(std::uint64_t first, std::size_t count) const {
+  std::vector<std::uint64_t> ids(count);
+  for (std::size_t k = 0; k < count; ++k) ids[k] = first + k;
+  return load(ids);
+}
+
+loaded image_batches::load(const std::vector<std::uint64_t>& ids) const {
   loaded b;
   std::vector<torch::Tensor> xs;
-  for (std::uint64_t i = first; i < first + count; ++i) {
+  for (const auto i : ids) {
     auto x = preprocess(data_.load(i), pre_);
     if (!input_shape_.empty() && x.sizes() != c10::IntArrayRef(input_shape_))
       throw io_error(data_.item_name(i) + ": preprocessed to " + c10::str(x.sizes()) + ", the first image to " +

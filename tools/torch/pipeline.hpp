@@ -35,6 +35,7 @@ class image_batches {
  public:
   image_batches(const dataset& d, preprocessing p) : data_(d), pre_(std::move(p)) {}
   loaded load(std::uint64_t first, std::size_t count) const;
+  loaded load(const std::vector<std::uint64_t>& ids) const;
   void set_input_shape(std::vector<int64_t> s) { input_shape_ = std::move(s); }
   void set_classes(std::int64_t k) { classes_ = k; }
   std::int64_t classes() const { return classes_; }

@@ -18,6 +18,7 @@ namespace shapebias::tools {
 
 void run_dump_plugin(const dump_options& o);      // dump.cpp
 void run_attack_plugin(const attack_options& o);  // attack.cpp
+void run_train_plugin(const train_options& o);    // train.cpp
 
 void configure_threads(int requested) {
   const int threads = resolved_threads(requested);
@@ -94,6 +95,7 @@ extern "C" {
 void shapebias_plugin_dump(const shapebias::tools::dump_options& o) { shapebias::tools::run_dump_plugin(o); }
 void shapebias_plugin_layers(const shapebias::tools::layers_options& o) { shapebias::tools::run_layers_plugin(o); }
 void shapebias_plugin_attack(const shapebias::tools::attack_options& o) { shapebias::tools::run_attack_plugin(o); }
+void shapebias_plugin_train(const shapebias::tools::train_options& o) { shapebias::tools::run_train_plugin(o); }
 const char* shapebias_plugin_libtorch_version() {
   static const std::string v = std::string(TORCH_VERSION) + (torch::cuda::is_available() ? " (CUDA available)" : " (CPU)");
   return v.c_str();
