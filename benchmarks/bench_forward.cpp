@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: MIT
-// The baseline for the dump benchmark: a bare LibTorch forward pass of a TorchScript model over the
-// same preprocessed batches `dump` saw (read from a store's "input" layer), with nothing tapped or
-// written. Prints the seconds spent in forward passes.
-//   bench_forward MODEL INPUTS.h5 BATCH THREADS
+// The baseline for the dump and attack benchmarks: bare LibTorch passes of a TorchScript model over
+// the same preprocessed batches the tools saw (read from a store's "input" layer), with nothing
+// tapped or written. Prints the seconds spent in the passes.
+//   bench_forward MODEL INPUTS.h5 BATCH THREADS [fwd|fwdbwd]
+// fwdbwd: forward, mean cross-entropy against the stored labels, and its gradient with respect to
+// the input: one PGD step's work.
 #include <ATen/Parallel.h>
 #include <torch/script.h>
+#include <torch/torch.h>
 
 #include <chrono>
 #include <cstdio>
@@ -13,14 +16,14 @@
 #include "shapebias/io/store.hpp"
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::fprintf(stderr, "usage: bench_forward MODEL INPUTS.h5 BATCH THREADS\n");
+  if (argc != 5 && argc != 6) {
+    std::fprintf(stderr, "usage: bench_forward MODEL INPUTS.h5 BATCH THREADS [fwd|fwdbwd]\n");
     return 2;
   }
   at::set_num_threads(std::stoi(argv[4]));
   auto model = torch::jit::load(argv[1]);
   model.eval();
-  torch::NoGradGuard no_grad;
+  const bool backward = argc == 6 && std::string(argv[5]) == "fwdbwd";
   shapebias::io::store_reader inputs(argv[2]);
   const auto layer = inputs.header().find("input");
   if (!layer) {
@@ -28,15 +31,25 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto src = inputs.batches(std::stoul(argv[3]), {*layer});
-  std::vector<torch::Tensor> batches;  // read first: only the forward passes are timed
+  std::vector<torch::Tensor> batches, labels;  // read first: only the passes are timed
   while (auto b = src.next()) {
     std::vector<int64_t> shape(b->data[0].shape().begin(), b->data[0].shape().end());
     batches.push_back(torch::from_blob(b->data[0].data(), shape).clone());
+    labels.push_back(torch::tensor(b->labels, torch::kLong));
   }
-  model.forward({batches.front().narrow(0, 0, 1)});  // warm-up, as dump's probe
+  auto pass = [&](const torch::Tensor& x, const torch::Tensor& y) {
+    if (!backward) {
+      torch::NoGradGuard no_grad;
+      return model.forward({x}).toTensor().sum().item<double>();
+    }
+    auto xg = x.detach().requires_grad_(true);
+    const auto loss = torch::nn::functional::cross_entropy(model.forward({xg}).toTensor(), y);
+    return torch::autograd::grad({loss}, {xg})[0].sum().item<double>();
+  };
+  pass(batches.front().narrow(0, 0, 1), labels.front().narrow(0, 0, 1));  // warm-up, as the tools' probe
   const auto t0 = std::chrono::steady_clock::now();
   double checksum = 0;
-  for (const auto& x : batches) checksum += model.forward({x}).toTensor().sum().item<double>();
+  for (std::size_t i = 0; i < batches.size(); ++i) checksum += pass(batches[i], labels[i]);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%.6f %zu %g\n", secs, batches.size(), checksum);
   return 0;

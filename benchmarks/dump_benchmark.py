@@ -32,16 +32,17 @@ def sh(*cmd, **kw):
     return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
 
 
-def make_images(folder, n):
+def make_images(folder, n, size=224, classes=1000):
+    """n JPEG images of size×size (smooth gradients plus noise) and a list file of 'path label'."""
     rng = np.random.default_rng(0)
     os.makedirs(folder, exist_ok=True)
     lines = []
     for i in range(n):
-        y, x = np.mgrid[0:224, 0:224]
-        img = np.stack([x, y, (x + y) // 2], -1) + rng.normal(0, 30, (224, 224, 3))
+        y, x = np.mgrid[0:size, 0:size] * (224 / size)
+        img = np.stack([x, y, (x + y) // 2], -1) + rng.normal(0, 30, (size, size, 3))
         path = os.path.join(folder, f"{i:05d}.jpg")
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=90)
-        lines.append(f"{path} {i % 1000}\n")
+        lines.append(f"{path} {i % classes}\n")
     lst = os.path.join(folder, "list.txt")
     with open(lst, "w") as f:
         f.writelines(lines)

@@ -4,6 +4,7 @@
 
   fashion_cnn  a small CNN for 1x28x28 Fashion-MNIST input (10 classes)
   alexnet, googlenet, resnet50   torchvision architectures with random weights (no download)
+  resnet18_10  torchvision ResNet-18 with 10 classes (for 64x64 attack benchmarks)
 
 Usage: make_models.py OUT_DIR [NAME ...]   (default: fashion_cnn)
 Needs Debian's python3-torch and python3-torchvision; run with /usr/bin/python3.
@@ -40,6 +41,8 @@ def build(name: str) -> nn.Module:
         return tvm.googlenet(weights=None, aux_logits=False, init_weights=True)
     if name == "resnet50":
         return tvm.resnet50(weights=None)
+    if name == "resnet18_10":
+        return tvm.resnet18(weights=None, num_classes=10)
     raise SystemExit(f"make_models.py: unknown model '{name}'")
 
 

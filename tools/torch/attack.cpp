@@ -50,9 +50,9 @@ torch::Tensor successful(const torch::Tensor& pred, const torch::Tensor& cls, co
   return p.targeted() ? pred.eq(cls) : pred.ne(cls);
 }
 
-/// Loss and its gradient with respect to x (mean over the batch, as torchattacks).
-std::pair<torch::Tensor, torch::Tensor> loss_and_grad(const logits_fn& f, const torch::Tensor& x,
-                                                      const torch::Tensor& cls, const attack_params& p) {
+/// Per-input losses, their mean's gradient with respect to x (as torchattacks), and the logits.
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> loss_and_grad(const logits_fn& f, const torch::Tensor& x,
+                                                                      const torch::Tensor& cls, const attack_params& p) {
   auto xg = x.detach().requires_grad_(true);
   const auto logits = f(xg);
   const auto losses = per_input_loss(logits, cls, p);
@@ -61,7 +61,7 @@ std::pair<torch::Tensor, torch::Tensor> loss_and_grad(const logits_fn& f, const 
     throw std::runtime_error("the model's output does not depend differentiably on its input (no gradient)");
   auto g = torch::autograd::grad({mean}, {xg}, {}, false, false, /*allow_unused=*/true)[0];
   if (!g.defined()) throw std::runtime_error("the model's output does not depend differentiably on its input (no gradient)");
-  return {losses.detach(), g};
+  return {losses.detach(), g, logits.detach()};
 }
 
 torch::Tensor per_input(const torch::Tensor& v) { return v.view({v.size(0), -1}); }
@@ -90,9 +90,9 @@ torch::Tensor random_start(const torch::Tensor& x0, const std::vector<std::int64
   return torch::clamp(x0 + noise, 0, 1);
 }
 
-/// One PGD attempt from `start`.
+/// One PGD attempt from `start`. When `first_logits` is given, it receives the logits at `start`.
 torch::Tensor pgd(const logits_fn& f, const torch::Tensor& x0, torch::Tensor xa, const torch::Tensor& cls,
-                  const attack_params& p) {
+                  const attack_params& p, torch::Tensor* first_logits = nullptr) {
   torch::Tensor best_loss, best_x;
   auto keep_best = [&](const torch::Tensor& losses, const torch::Tensor& x) {
     if (!best_loss.defined()) {
@@ -105,8 +105,9 @@ torch::Tensor pgd(const logits_fn& f, const torch::Tensor& x0, torch::Tensor xa,
     best_loss.index_put_({better}, losses.index({better}));
   };
   for (int s = 0; s < p.steps; ++s) {
-    auto [losses, g] = loss_and_grad(f, xa, cls, p);
+    auto [losses, g, logits] = loss_and_grad(f, xa, cls, p);
     torch::NoGradGuard no_grad;
+    if (s == 0 && first_logits) *first_logits = logits;
     if (p.use_best) keep_best(losses, xa);
     torch::Tensor xn;
     if (p.norm == "linf") {
@@ -144,18 +145,20 @@ attack_outcome attack(const logits_fn& f, const torch::Tensor& x, const torch::T
                       const std::vector<std::int64_t>& ids, const attack_params& p) {
   attack_outcome out;
   const auto x0 = x.detach();
+  // The clean logits come free with the first gradient when the attack starts at x0 and needs no
+  // target from them; otherwise one forward pass first.
+  const bool first_step_is_clean = !p.targeted() && (p.method == "fgsm" || !p.random_start);
   torch::Tensor clean_logits;
-  {
+  if (!first_step_is_clean) {
     torch::NoGradGuard no_grad;
     clean_logits = f(x0);
   }
-  out.clean_pred = clean_logits.argmax(1);
-  const auto k = clean_logits.size(1);
   if (!p.targeted()) {
     out.target = y;
   } else if (p.target == "least-likely") {
     out.target = clean_logits.argmin(1);
   } else if (p.target == "random") {
+    const auto k = clean_logits.size(1);
     out.target = torch::empty_like(y);
     for (std::size_t i = 0; i < ids.size(); ++i) {
       auto gen = input_generator(p.seed, ids[i], 0);
@@ -165,17 +168,19 @@ attack_outcome attack(const logits_fn& f, const torch::Tensor& x, const torch::T
     }
   } else {
     const int64_t t = std::stol(p.target);
+    const auto k = clean_logits.size(1);
     if (t >= k) throw std::invalid_argument("--target " + p.target + " is not a class of a model with " + std::to_string(k) + " outputs");
     out.target = torch::full_like(y, t);
   }
   if (p.method == "fgsm") {
-    const auto g = loss_and_grad(f, x0, out.target, p).second;
+    auto [losses, g, logits] = loss_and_grad(f, x0, out.target, p);
     torch::NoGradGuard no_grad;
+    clean_logits = logits;
     out.adv = torch::clamp(x0 + p.eps * g.sign(), 0, 1);
   } else {
     for (int r = 0; r <= p.restarts; ++r) {
       auto start = p.random_start ? random_start(x0, ids, p, static_cast<std::uint64_t>(r)) : x0.clone();
-      auto adv = pgd(f, x0, start, out.target, p);
+      auto adv = pgd(f, x0, start, out.target, p, r == 0 && first_step_is_clean ? &clean_logits : nullptr);
       torch::NoGradGuard no_grad;
       if (r == 0) {
         out.adv = adv;
@@ -187,6 +192,7 @@ attack_outcome attack(const logits_fn& f, const torch::Tensor& x, const torch::T
     }
   }
   torch::NoGradGuard no_grad;
+  out.clean_pred = clean_logits.argmax(1);
   out.adv = out.adv.detach();
   out.adv_pred = f(out.adv).argmax(1);
   const auto d = per_input(out.adv - x0);
