@@ -8,7 +8,7 @@ the Fashion-MNIST CNN (batch 256) and a ResNet-18 with 10 classes at 64×64 (bat
   /usr/bin/python3 benchmarks/attack_benchmark.py [--threads 2] [--repeat 3] [--build build]
 
 Prints every figure; asserts nothing. Also times the training of a standard and a PGD-trained
-built-in Fashion-MNIST CNN (--train-limit images, --train-epochs epochs).
+built-in Fashion-MNIST CNN (--train-limit images, --train-epochs epochs; --train-limit 0 skips it).
 """
 import argparse
 import json
@@ -89,7 +89,7 @@ def main():
             print(f"  limit: {steps} x bare fwd+bwd {n / m['limit']:8.1f} img/s   -> shapebias reaches "
                   f"{m['limit'] / m['ours']:.2f} of it")
 
-        for adv in ["none", "pgd"]:
+        for adv in ["none", "pgd"] if args.train_limit else []:
             out = os.path.join(tmp, f"train-{adv}")
             t0 = time.perf_counter()
             sh(sb, "train", FMNIST, "--split", "train", "--arch", "fashion-cnn", "--limit", args.train_limit,

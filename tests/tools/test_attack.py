@@ -151,3 +151,15 @@ def test_attack_errors(sb, models, tmp_path, image_folder):
     assert p.returncode == 1
     one_error_line(p, "argmax.pt", "does not depend differentiably on its input")
     assert not out.exists()
+
+
+def test_attack_streams_through_a_pipe(sb, models, tmp_path):
+    import subprocess
+    a = subprocess.Popen([sb.exe, "attack", str(models / "fashion_cnn.pt"), FMNIST, "--limit", "50", "--steps", "2",
+                          "-o", "-"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    v = subprocess.run([sb.exe, "view", "-", "-o", str(tmp_path / "a.h5")], stdin=a.stdout, capture_output=True)
+    a.stdout.close()
+    assert a.wait() == 0 and v.returncode == 0, v.stderr
+    assert b"robust accuracy" in a.stderr.read()
+    with h5py.File(tmp_path / "a.h5") as f:
+        assert f["activations/adversarial"].shape == (50, 1, 28, 28)

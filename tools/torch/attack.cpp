@@ -11,6 +11,7 @@
 #include "common/endpoints.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
+#include "common/rng.hpp"
 #include "torch/model.hpp"
 #include "torch/pipeline.hpp"
 #include "torch/runtime.hpp"
@@ -23,13 +24,7 @@ namespace F = torch::nn::functional;
 /// A generator for one input: the seed, the input id and a stream number (start, restart, target)
 /// mixed by splitmix64, so no two inputs or uses share a stream.
 at::Generator input_generator(std::uint64_t seed, std::int64_t id, std::uint64_t stream) {
-  auto mix = [](std::uint64_t z) {
-    z += 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  };
-  return at::make_generator<at::CPUGeneratorImpl>(mix(mix(mix(seed) ^ static_cast<std::uint64_t>(id)) ^ stream));
+  return at::make_generator<at::CPUGeneratorImpl>(stream_seed(seed, id, stream));
 }
 
 /// The per-input loss the attack increases: cross-entropy (or the logit margin) of the true class,

@@ -14,6 +14,7 @@
 #include "common/endpoints.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
+#include "common/rng.hpp"
 #include "torch/attack.hpp"
 #include "torch/pipeline.hpp"
 #include "torch/runtime.hpp"
@@ -101,13 +102,6 @@ jit::Module build_arch(const std::string& spec, const std::vector<int64_t>& inpu
 
 // ---- helpers -------------------------------------------------------------------------------------
 
-std::uint64_t mix(std::uint64_t z) {
-  z += 0x9e3779b97f4a7c15ULL;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 /// Random crop after zero padding and/or a horizontal flip, drawn per input from (seed, epoch, id).
 torch::Tensor augment(const torch::Tensor& x, const std::vector<std::int64_t>& ids, bool crop, bool flip, int pad,
                       std::uint64_t seed, int epoch) {
@@ -116,7 +110,7 @@ torch::Tensor augment(const torch::Tensor& x, const std::vector<std::int64_t>& i
   const auto padded = crop ? torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0) : x;
   auto out = torch::empty_like(x);
   for (std::size_t i = 0; i < ids.size(); ++i) {
-    std::mt19937_64 rng(mix(mix(seed ^ 0x5eedULL) ^ static_cast<std::uint64_t>(epoch)) ^ static_cast<std::uint64_t>(ids[i]));
+    std::mt19937_64 rng(stream_seed(seed ^ 0x5eedULL, ids[i], static_cast<std::uint64_t>(epoch)));
     auto img = padded[static_cast<int64_t>(i)];
     if (crop) {
       std::uniform_int_distribution<int64_t> off(0, 2 * pad);
@@ -225,8 +219,9 @@ void run_train_plugin(const train_options& o) {
   rec["inputs"] = nlohmann::json::array({data->describe()});
   if (eval) rec["inputs"].push_back(eval->describe());
   rec["seeds"] = {{"train", o.seed},
-                  {"scheme", "init: torch::manual_seed(seed); shuffle: mt19937_64(splitmix(seed, epoch)); augmentation "
-                             "and PGD starts per input id and epoch"}};
+                  {"scheme", "init: torch::manual_seed(seed); per epoch e: shuffle mt19937_64(stream_seed(seed, -1, e)), "
+                             "augmentation mt19937_64(stream_seed(seed ^ 0x5eed, id, e)), PGD seed stream_seed(seed, -2, e) "
+                             "then per input as in attack"}};
   rec["params"] = {{"epochs", o.epochs}, {"batch_size", o.common.batch_size}, {"lr", o.lr}, {"momentum", o.momentum},
                    {"weight_decay", o.weight_decay}, {"schedule", o.schedule}, {"step_epochs", o.step_epochs},
                    {"gamma", o.gamma}, {"augment", o.augment}, {"crop_padding", o.crop_padding},
@@ -305,7 +300,7 @@ void run_train_plugin(const train_options& o) {
     for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
     std::vector<std::uint64_t> order(n);
     std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), std::mt19937_64(mix(mix(o.seed) ^ static_cast<std::uint64_t>(epoch))));
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(stream_seed(o.seed, -1, static_cast<std::uint64_t>(epoch))));
     double loss_sum = 0, correct = 0;
     progress prog("train epoch " + std::to_string(epoch + 1), n, o.common.quiet);
     for (std::uint64_t first = 0; first < n; first += bs) {
@@ -317,7 +312,7 @@ void run_train_plugin(const train_options& o) {
       if (o.adversarial == "pgd") {
         module.eval();  // the attack sees the model as it is used (no dropout, batch-norm statistics fixed)
         auto pe = p;
-        pe.seed = mix(o.seed ^ static_cast<std::uint64_t>(epoch + 1));
+        pe.seed = stream_seed(o.seed, -2, static_cast<std::uint64_t>(epoch));
         x = attack(f, x, y, b.ids, pe).adv;
       }
       module.train();
