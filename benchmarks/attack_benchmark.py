@@ -5,7 +5,8 @@
 LibTorch forward+backward pass of the same batches (benchmarks/bench_forward fwdbwd). Two models:
 the Fashion-MNIST CNN (batch 256) and a ResNet-18 with 10 classes at 64×64 (batch 64).
 
-  /usr/bin/python3 benchmarks/attack_benchmark.py [--threads 2] [--repeat 3] [--build build]
+  /usr/bin/python3 benchmarks/attack_benchmark.py [--threads 2] [--repeat 3] [--train-limit 10000]
+                                                  [--train-epochs 2] [--build build]
 
 Prints every figure; asserts nothing. Also times the training of a standard and a PGD-trained
 built-in Fashion-MNIST CNN (--train-limit images, --train-epochs epochs; --train-limit 0 skips it).
@@ -13,7 +14,6 @@ built-in Fashion-MNIST CNN (--train-limit images, --train-epochs epochs; --train
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,27 +30,16 @@ sys.path.insert(0, os.path.join(SOURCE, "tests", "tools"))
 sys.path.insert(0, os.path.join(SOURCE, "scripts"))
 sys.path.insert(0, HERE)
 from attack_reference import attack as reference  # noqa: E402
-
-
-def sh(*cmd):
-    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True)
+from dump_benchmark import make_images, setup, sh  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--train-limit", type=int, default=20000)
-    ap.add_argument("--train-epochs", type=int, default=3)
-    ap.add_argument("--build", default=os.path.join(SOURCE, "build"))
-    args = ap.parse_args()
-    sh("cmake", "--build", args.build, "--target", "benchmarks")
-    sb = os.path.join(args.build, "tools", "shapebias")
-    fwd = os.path.join(args.build, "benchmarks", "bench_forward")
-    torch.set_num_threads(args.threads)
+    ap.add_argument("--train-limit", type=int, default=10000)
+    ap.add_argument("--train-epochs", type=int, default=2)
+    args, sb, fwd = setup(ap)
     with tempfile.TemporaryDirectory() as tmp:
         sh(sys.executable, os.path.join(SOURCE, "scripts", "make_models.py"), tmp, "fashion_cnn", "resnet18_10")
-        from dump_benchmark import make_images
         lst = make_images(os.path.join(tmp, "img64"), 128, size=64, classes=10)
         from make_models import FashionCNN
         cases = [

@@ -97,18 +97,22 @@ def python_way(model_path, inputs_h5, out, batch, hooks):
     return secs
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=16)
+def setup(ap):
+    """Common options; builds the benchmark targets. Returns (args, shapebias, bench_forward)."""
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--build", default=os.path.join(SOURCE, "build"))
     args = ap.parse_args()
     sh("cmake", "--build", args.build, "--target", "benchmarks")
-    sb = os.path.join(args.build, "tools", "shapebias")
-    fwd = os.path.join(args.build, "benchmarks", "bench_forward")
     torch.set_num_threads(args.threads)
+    return args, os.path.join(args.build, "tools", "shapebias"), os.path.join(args.build, "benchmarks", "bench_forward")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=16)
+    args, sb, fwd = setup(ap)
     n = args.images
     with tempfile.TemporaryDirectory() as tmp:
         sh(sys.executable, os.path.join(SOURCE, "scripts", "make_models.py"), tmp, "resnet50")

@@ -44,11 +44,7 @@ int run_attack(std::span<char*> args) {
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
   a.validate();
-  if (o.output.empty()) {
-    if (is_terminal(1)) throw usage_error("no output: give -o FILE.h5, or -o - with stdout on a pipe");
-    o.output = "-";
-  }
-  if (o.output == "-" && is_terminal(1)) throw usage_error("refusing to write a binary stream to a terminal");
+  o.output = stream_output(o.output);
   o.record = start_record("attack", args).dump();
   plugin().attack(o);
   return 0;

@@ -30,11 +30,7 @@ int run_dump(std::span<char*> args) {
       ->check(CLI::Range(0, 9))->group("Output")->capture_default_str();
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
-  if (o.output.empty()) {
-    if (is_terminal(1)) throw usage_error("no output: give -o FILE.h5, or -o - with stdout on a pipe");
-    o.output = "-";
-  }
-  if (o.output == "-" && is_terminal(1)) throw usage_error("refusing to write a binary stream to a terminal");
+  o.output = stream_output(o.output);
   o.record = start_record("dump", args).dump();
   plugin().dump(o);
   return 0;

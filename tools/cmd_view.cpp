@@ -77,7 +77,7 @@ int run_view(std::span<char*> args) {
     }
     o.input = "-";
   }
-  if (o.output == "-" && is_terminal(1)) throw usage_error("refusing to write a binary stream to a terminal");
+  if (!o.output.empty()) o.output = stream_output(o.output);
 
   auto src = open_source(o.input, o.batch_size, o.allow_incomplete);
   if (o.output.empty()) {

@@ -46,6 +46,15 @@ int resolved_threads(int threads) {
 
 bool is_terminal(int fd) { return isatty(fd) == 1; }
 
+std::string stream_output(std::string output) {
+  if (output.empty()) {
+    if (is_terminal(1)) throw usage_error("no output: give -o FILE.h5, or -o - with stdout on a pipe");
+    output = "-";
+  }
+  if (output == "-" && is_terminal(1)) throw usage_error("refusing to write a binary stream to a terminal");
+  return output;
+}
+
 progress::progress(std::string verb, std::uint64_t total, bool quiet)
     : verb_(std::move(verb)), total_(total), on_(!quiet && is_terminal(2)),
       start_(std::chrono::steady_clock::now()), last_(start_) {}

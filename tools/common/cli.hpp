@@ -38,6 +38,10 @@ bool parse(CLI::App& app, std::span<char*> args);
 /// --threads as a count: 0 means one thread per core.
 int resolved_threads(int threads);
 
+/// The output of a verb that writes batches: `output`, or "-" when empty and stdout is a pipe.
+/// Throws usage_error rather than send binary data to a terminal.
+std::string stream_output(std::string output);
+
 /// True when file descriptor fd is a terminal.
 bool is_terminal(int fd);
 

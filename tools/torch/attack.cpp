@@ -300,10 +300,7 @@ void run_attack_plugin(const attack_options& o) {
   for (std::size_t i = 0; i < o.layers.size(); ++i)
     hdr.layers.push_back({o.layers[i], std::vector<std::size_t>(tap_shapes[i].begin(), tap_shapes[i].end())});
 
-  rec["device"] = o.common.device;
-  rec["libraries"].update(torch_versions());
-  rec["model"] = {{"path", o.model}, {"sha256", sha256_file(o.model)}};
-  rec["inputs"] = nlohmann::json::array({data->describe()});
+  add_run_context(rec, o.common.device, o.model, data->describe());
   rec["seeds"] = {{"attack", p.seed}, {"scheme", "splitmix64(seed, input id, stream) per input; stream 0 target, 1+k start of attempt k"}};
   rec["params"] = {{"attack", p.to_json()},  {"layers", o.layers}, {"batch_size", o.common.batch_size},
                    {"threads", resolved_threads(o.common.threads)}, {"limit", o.limit}, {"rows", n},

@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "common/plugin.hpp"
+#include "common/provenance.hpp"
 #include "torch/model.hpp"
 #include "torch/runtime.hpp"
 
@@ -44,6 +45,14 @@ void check_device(const std::string& device) {
 
 nlohmann::json torch_versions() {
   return {{"libtorch", TORCH_VERSION}, {"cuda", torch::cuda::is_available() ? "available" : "none"}};
+}
+
+void add_run_context(nlohmann::json& rec, const std::string& device, const std::string& model,
+                     const nlohmann::json& data) {
+  rec["device"] = device;
+  rec["libraries"].update(torch_versions());
+  rec["model"] = {{"path", model}, {"sha256", sha256_file(model)}};
+  rec["inputs"] = nlohmann::json::array({data});
 }
 
 std::string first_line(const std::exception& e) {

@@ -17,6 +17,11 @@ void check_device(const std::string& device);
 /// {"libtorch": "1.13.1", "cuda": "none" or the CUDA version}
 nlohmann::json torch_versions();
 
+/// Adds what every model-running verb records: device, LibTorch versions, the model file's
+/// sha256, and the data set's description.
+void add_run_context(nlohmann::json& rec, const std::string& device, const std::string& model,
+                     const nlohmann::json& data);
+
 /// The first line of a LibTorch error, without its C++ backtrace.
 std::string first_line(const std::exception& e);
 
