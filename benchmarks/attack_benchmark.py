@@ -40,11 +40,11 @@ def main():
     args, sb, fwd = setup(ap)
     with tempfile.TemporaryDirectory() as tmp:
         sh(sys.executable, os.path.join(SOURCE, "scripts", "make_models.py"), tmp, "fashion_cnn", "resnet18_10")
-        lst = make_images(os.path.join(tmp, "img64"), 128, size=64, classes=10)
+        lst = make_images(os.path.join(tmp, "img64"), 512, size=64, classes=10)
         from make_models import FashionCNN
         cases = [
-            ("Fashion-MNIST CNN, 1x28x28", "fashion_cnn", FMNIST, 1024, 256, 10, FashionCNN()),
-            ("ResNet-18 (10 classes), 3x64x64", "resnet18_10", lst, 128, 64, 5, torchvision.models.resnet18(num_classes=10)),
+            ("Fashion-MNIST CNN, 1x28x28", "fashion_cnn", FMNIST, 4096, 256, 10, FashionCNN()),
+            ("ResNet-18 (10 classes), 3x64x64", "resnet18_10", lst, 512, 64, 5, torchvision.models.resnet18(num_classes=10)),
         ]
         for title, name, data, n, batch, steps, eager in cases:
             model = os.path.join(tmp, f"{name}.pt")
