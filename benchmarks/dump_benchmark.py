@@ -4,7 +4,7 @@
 (a) a bare LibTorch forward pass of the same batches, (b) the usual Python way (forward hooks,
 .numpy(), h5py append) and (c) Python's own bare forward pass; then peak memory as N doubles.
 
-  /usr/bin/python3 benchmarks/dump_benchmark.py [--images 64] [--batch 16] [--threads 2] [--repeat 3]
+  /usr/bin/python3 benchmarks/dump_benchmark.py [--images 160] [--batch 16] [--threads 2] [--repeat 3]
                                                 [--build build]
 
 Prints every figure; asserts nothing. Needs Debian's python3-torch, -torchvision, -h5py, -pil.
@@ -110,7 +110,7 @@ def setup(ap):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--images", type=int, default=160)  # 10 batches: the executor's warm-up amortised
     ap.add_argument("--batch", type=int, default=16)
     args, sb, fwd = setup(ap)
     n = args.images
