@@ -8,7 +8,8 @@
 
 namespace shapebias::tools {
 
-/// Sets LibTorch's intra-op threads and OpenBLAS's threads to `threads` (total; 0: one per core).
+/// Sets LibTorch's intra-op threads and OpenBLAS's threads to `threads` (total; 0: one per core),
+/// and keeps freed tensor memory in the heap for reuse (see plugin.cpp).
 void configure_threads(int threads);
 
 /// Checks that a device string names a usable device; throws std::invalid_argument otherwise.
