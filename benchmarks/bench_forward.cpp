@@ -9,7 +9,10 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <malloc.h>
+
 #include <chrono>
+#include <limits>
 #include <cstdio>
 #include <string>
 
@@ -21,6 +24,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   at::set_num_threads(std::stoi(argv[4]));
+  // The same allocator setting as the shapebias tools (tools/torch/plugin.cpp), so that the
+  // comparison measures the tools' own overhead, not glibc's page faults.
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
   auto model = torch::jit::load(argv[1]);
   model.eval();
   const bool backward = argc == 6 && std::string(argv[5]) == "fwdbwd";
