@@ -167,7 +167,8 @@ void run_train_plugin(const train_options& o) {
   std::fill(unit_pre.std.begin(), unit_pre.std.end(), 1.f);
   image_batches train_images(*data, unit_pre);
   std::unique_ptr<dataset> eval;
-  if (!o.eval_data.empty() || o.data.format == "idx" || (o.data.format == "auto" && data->describe()["format"] == "idx")) {
+  const auto data_desc = data->describe();  // hashes the data files: once
+  if (!o.eval_data.empty() || data_desc["format"] == "idx") {
     auto e = o.data;
     if (o.eval_data.empty()) e.split = o.data.split == "train" ? "test" : "train";
     else e.path = o.eval_data, e.format = "auto";
@@ -216,7 +217,7 @@ void run_train_plugin(const train_options& o) {
   rec["libraries"].update(torch_versions());
   rec["model"] = o.arch.empty() ? nlohmann::json{{"path", o.model}, {"sha256", sha256_file(o.model)}}
                                 : nlohmann::json{{"arch", o.arch}, {"in_channels", channels}, {"classes", classes}};
-  rec["inputs"] = nlohmann::json::array({data->describe()});
+  rec["inputs"] = nlohmann::json::array({data_desc});
   if (eval) rec["inputs"].push_back(eval->describe());
   rec["seeds"] = {{"train", o.seed},
                   {"scheme", "init: torch::manual_seed(seed); per epoch e: shuffle mt19937_64(stream_seed(seed, -1, e)), "
