@@ -42,7 +42,6 @@ class tapped_model {
   torch::Tensor logits(const torch::Tensor& x);
 
   torch::jit::Module& module() noexcept { return module_; }
-  const std::string& path() const noexcept { return path_; }
   torch::Device device() const noexcept { return device_; }
 
  private:
