@@ -17,6 +17,10 @@ import sys
 import tempfile
 import time
 
+# Every side runs with the OpenMP wait policy that the shapebias tools default to (passive; see
+# tools/common/plugin.cpp), so the comparisons measure code, not the policy. Set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 import h5py
 import numpy as np
 import torch

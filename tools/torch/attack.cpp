@@ -205,7 +205,7 @@ void run_attack_plugin(const attack_options& o) {
   const auto pre = resolve_preprocessing(o.data, data->native_channels());
   tapped_model model(o.model, o.common.device);
   if (!o.layers.empty()) model.select(o.layers);
-  model.module().eval();
+  model.freeze();
   const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, data->size()) : data->size();
   // The attack works on [0,1] images: the loader does not normalise, the forward pass does.
   auto unit_pre = pre;

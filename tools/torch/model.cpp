@@ -168,8 +168,16 @@ std::vector<torch::jit::IValue> tapped_model::forward(const torch::Tensor& x) {
   return out;
 }
 
+void tapped_model::freeze() {
+  try {
+    frozen_ = torch::jit::freeze(module_, c10::nullopt, /*optimize_numerics=*/false);
+  } catch (const c10::Error&) {
+    frozen_.reset();
+  }
+}
+
 torch::Tensor tapped_model::logits(const torch::Tensor& x) {
-  auto out = module_.forward({x});
+  auto out = (frozen_ ? *frozen_ : module_).forward({x});
   if (out.isTuple()) out = out.toTuple()->elements().at(0);
   if (!out.isTensor() || out.toTensor().dim() != 2 || out.toTensor().size(0) != x.size(0))
     throw std::runtime_error("model " + quote_name(path_) + " must return [B, K] logits; it returned " +
