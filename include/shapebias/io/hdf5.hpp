@@ -117,6 +117,14 @@ inline void write_attribute(hid_t obj, const std::string& name, std::int64_t val
   check(H5Awrite(attr.get(), H5T_NATIVE_INT64, &value), file, "cannot write attribute '" + name + "'");
 }
 
+inline void write_attribute(hid_t obj, const std::string& name, double value, const std::string& file) {
+  if (has_attribute(obj, name)) H5Adelete(obj, name.c_str());
+  handle space(H5Screate(H5S_SCALAR));
+  handle attr(check(H5Acreate2(obj, name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                    file, "cannot create attribute '" + name + "'"));
+  check(H5Awrite(attr.get(), H5T_NATIVE_DOUBLE, &value), file, "cannot write attribute '" + name + "'");
+}
+
 inline std::string read_string_attribute(hid_t obj, const std::string& name, const std::string& file) {
   handle attr(check(H5Aopen(obj, name.c_str(), H5P_DEFAULT), file,
                     "missing attribute '" + name + "'"));

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: MIT
+// Accumulator states (shapebias/stats/state.hpp) in HDF5: one group per state, with the kind and
+// the parameters as attributes (numbers as float64, choices as strings) and each array as a
+// float64 dataset. Readable by h5py with no knowledge of this project.
+#pragma once
+
+#include <xtensor/xarray.hpp>
+#include <xtensor/xbuilder.hpp>
+
+#include <string>
+#include <vector>
+
+#include "shapebias/io/hdf5.hpp"
+#include "shapebias/stats/state.hpp"
+
+namespace shapebias::io {
+
+/// Writes `s` as the group `path` under `loc` (intermediate groups are created). `file` names the
+/// file in error messages.
+inline void write_state(hid_t loc, const std::string& path, const stats::state& s, const std::string& file) {
+  h5::quiet();
+  h5::handle lcpl(H5Pcreate(H5P_LINK_CREATE));
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  h5::handle g(h5::check(H5Gcreate2(loc, path.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), file,
+                         "cannot create group '" + path + "'"));
+  h5::write_attribute(g.get(), "kind", s.kind, file);
+  for (const auto& [k, v] : s.params) h5::write_attribute(g.get(), k, v, file);
+  for (const auto& [k, v] : s.text) h5::write_attribute(g.get(), k, v, file);
+  for (const auto& [name, a] : s.arrays) {
+    std::vector<hsize_t> dims(a.shape().begin(), a.shape().end());
+    h5::handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+    h5::handle d(h5::check(H5Dcreate2(g.get(), name.c_str(), H5T_IEEE_F64LE, space.get(), H5P_DEFAULT, H5P_DEFAULT,
+                                      H5P_DEFAULT),
+                           file, "cannot create dataset '" + path + "/" + name + "'"));
+    const xt::xarray<double> c = a;  // row-major, contiguous
+    h5::check(H5Dwrite(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data()), file,
+              "cannot write '" + path + "/" + name + "'");
+  }
+}
+
+/// Reads the state written by write_state. Throws io_error naming the file and group.
+inline stats::state read_state(hid_t loc, const std::string& path, const std::string& file) {
+  h5::quiet();
+  if (!h5::exists(loc, path)) throw io_error(quote_name(file) + ": no state '" + path + "'");
+  h5::handle g(h5::check(H5Gopen2(loc, path.c_str(), H5P_DEFAULT), file, "cannot open group '" + path + "'"));
+  stats::state s;
+  s.kind = h5::read_string_attribute(g.get(), "kind", file);
+  struct ctx {
+    stats::state* s;
+    const std::string* file;
+  } c{&s, &file};
+  auto on_attr = [](hid_t obj, const char* name, const H5A_info_t*, void* data) -> herr_t {
+    auto& x = *static_cast<ctx*>(data);
+    const std::string n = name;
+    if (n == "kind") return 0;
+    h5::handle attr(H5Aopen(obj, name, H5P_DEFAULT));
+    h5::handle type(H5Aget_type(attr.get()));
+    if (H5Tget_class(type.get()) == H5T_STRING) {
+      x.s->text[n] = h5::read_string_attribute(obj, n, *x.file);
+    } else {
+      double v = 0;
+      if (H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v) < 0) return -1;
+      x.s->params[n] = v;
+    }
+    return 0;
+  };
+  h5::check(H5Aiterate2(g.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, on_attr, &c), file,
+            "cannot read the attributes of '" + path + "'");
+  std::vector<std::string> names;
+  auto on_link = [](hid_t, const char* name, const H5L_info_t*, void* data) -> herr_t {
+    static_cast<std::vector<std::string>*>(data)->push_back(name);
+    return 0;
+  };
+  h5::check(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, on_link, &names), file,
+            "cannot list '" + path + "'");
+  for (const auto& name : names) {
+    h5::handle d(h5::check(H5Dopen2(g.get(), name.c_str(), H5P_DEFAULT), file,
+                           "cannot open '" + path + "/" + name + "'"));
+    const auto dims = h5::dims(d.get());
+    std::vector<std::size_t> shape(dims.begin(), dims.end());
+    xt::xarray<double> a = xt::zeros<double>(shape);
+    h5::check(H5Dread(d.get(), H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, a.data()), file,
+              "cannot read '" + path + "/" + name + "'");
+    s.arrays[name] = std::move(a);
+  }
+  return s;
+}
+
+}  // namespace shapebias::io

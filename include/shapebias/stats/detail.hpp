@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: MIT
+// Helpers shared by the statistics templates: a contiguous row-major view of any xtensor
+// expression, and a parallel loop over independent work items.
+#pragma once
+
+#include <xtensor/xarray.hpp>
+#include <xtensor/xutils.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <exception>
+#include <thread>
+#include <vector>
+
+namespace shapebias::stats::detail {
+
+/// The values of an expression as one row-major block: the expression's own memory when it is
+/// already laid out that way (a container, an adaptor of numpy memory, a contiguous view), or an
+/// evaluated copy otherwise.
+template <class T>
+class row_major_block {
+ public:
+  template <class E>
+  explicit row_major_block(const xt::xexpression<E>& e) {
+    const auto& d = e.derived_cast();
+    shape_.assign(d.shape().begin(), d.shape().end());
+    if constexpr (xt::has_data_interface<E>::value &&
+                  std::is_same_v<std::remove_cv_t<typename E::value_type>, T>) {
+      if (is_row_major(d)) {
+        data_ = d.data() + d.data_offset();
+        return;
+      }
+    }
+    copy_ = d;
+    data_ = copy_.data();
+  }
+  const T* data() const noexcept { return data_; }
+  const std::vector<std::size_t>& shape() const noexcept { return shape_; }
+
+ private:
+  template <class E>
+  static bool is_row_major(const E& d) {
+    std::size_t expect = 1;
+    for (std::size_t k = d.dimension(); k-- > 0;) {
+      if (d.shape()[k] != 1 && static_cast<std::size_t>(d.strides()[k]) != expect) return false;
+      expect *= d.shape()[k];
+    }
+    return true;
+  }
+  std::vector<std::size_t> shape_;
+  xt::xarray<T, xt::layout_type::row_major> copy_;
+  const T* data_ = nullptr;
+};
+
+/// Runs f(begin, end) over [0, n) split into `threads` contiguous parts, each on its own thread
+/// (the first on the caller's). Rethrows the first exception. Work items must be independent:
+/// the result then does not depend on the thread count.
+template <class F>
+void parallel_for(std::size_t n, unsigned threads, F&& f) {
+  const std::size_t parts = std::max<std::size_t>(1, std::min<std::size_t>(threads, n));
+  if (parts == 1) {
+    f(std::size_t{0}, n);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(parts);
+  std::vector<std::thread> pool;
+  auto run = [&](std::size_t k) {
+    try {
+      f(n * k / parts, n * (k + 1) / parts);
+    } catch (...) {
+      errors[k] = std::current_exception();
+    }
+  };
+  for (std::size_t k = 1; k < parts; ++k) pool.emplace_back(run, k);
+  run(0);
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace shapebias::stats::detail
