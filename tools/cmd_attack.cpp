@@ -17,7 +17,7 @@ int run_attack(std::span<char*> args) {
                "           --alpha 0.25 --steps 7 --best -o adv.h5",
                "shapebias attack"};
   app.add_option("model", o.model, "TorchScript model file returning [B, K] logits")->required()->group("Input");
-  add_data_options(app, o.data);
+  add_data_options(app, o.data, true);
   app.add_option("--limit", o.limit, "Attack only the first N inputs (0: all)")->group("Input")->capture_default_str();
   app.add_option("--method", a.method, "fgsm or pgd")->group("Attack")->capture_default_str();
   app.add_option("--norm", a.norm, "linf or l2")->group("Attack")->capture_default_str();

@@ -16,7 +16,7 @@ int run_dump(std::span<char*> args) {
                "           -l features.0,features.3,logits -o - | shapebias view -",
                "shapebias dump"};
   app.add_option("model", o.model, "TorchScript model file")->required()->group("Input");
-  add_data_options(app, o.data);
+  add_data_options(app, o.data, true);
   app.add_option("--limit", o.limit, "Process only the first N inputs (0: all)")->group("Input")->capture_default_str();
   app.add_option("-l,--layers", o.layers, "Layers to tap, comma-separated (see 'shapebias layers'); "
                                           "'input' and 'logits' are always available")

@@ -6,7 +6,9 @@
 
 namespace shapebias::tools {
 
-inline void add_data_options(CLI::App& app, data_options& d) {
+/// `selection`: also the options that choose and perturb inputs (--ids, --noise), for the verbs
+/// that stream a data set once in order (dump, attack).
+inline void add_data_options(CLI::App& app, data_options& d, bool selection = false) {
   app.add_option("data", d.path,
                  "Data set: a Fashion-MNIST/MNIST IDX folder, an image folder (one subfolder per class), or a "
                  "list file of 'path label' lines")
@@ -25,6 +27,17 @@ inline void add_data_options(CLI::App& app, data_options& d) {
                  "Normalisation after scaling to [0,1]: none, imagenet, or MEAN/STD with comma lists "
                  "(e.g. 0.286/0.353)")
       ->group("Preprocessing")->capture_default_str();
+  if (!selection) return;
+  app.add_option("--ids", d.ids, "Use only the inputs whose ids (0-based positions in the data set) are listed in "
+                                 "FILE, one or more per line ('#' starts a comment), in that order")
+      ->group("Input");
+  app.add_option("--noise", d.noise, "Add Gaussian noise of this standard deviation to each image in [0,1] space, "
+                                     "before normalisation; seeded per input id")
+      ->check(CLI::NonNegativeNumber)->group("Preprocessing")->capture_default_str();
+  app.add_option("--noise-seed", d.noise_seed, "Seed of the noise (with the input id: an image's noise never depends "
+                                               "on its batch)")
+      ->group("Preprocessing")->capture_default_str();
+  app.add_flag("!--no-noise-clip", d.noise_clip, "Do not clip noisy images to [0,1]")->group("Preprocessing");
 }
 
 }  // namespace shapebias::tools

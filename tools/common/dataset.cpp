@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <unordered_set>
 
 #include "common/cli.hpp"
 #include "common/provenance.hpp"
@@ -362,7 +363,45 @@ image convert_channels(image img, int channels) {
 nlohmann::json preprocessing::to_json() const {
   return {{"channels", channels}, {"resize_shorter", resize}, {"center_crop", crop}, {"scale", "uint8/255"},
           {"resize_method", "bilinear, antialiased, rounded to uint8 (torchvision on PIL images)"},
-          {"normalize", normalize}, {"mean", mean}, {"std", std}};
+          {"normalize", normalize}, {"mean", mean}, {"std", std},
+          {"noise", noise > 0 ? nlohmann::json{{"sigma", noise}, {"seed", noise_seed}, {"clip", noise_clip},
+                                               {"scheme", "x + sigma * N(0,1) in [0,1] space before normalisation; "
+                                                          "generator seeded by splitmix64(seed, input id, 'noise')"}}
+                              : nlohmann::json(nullptr)}};
+}
+
+nlohmann::json describe_id_list(const std::string& path, std::size_t count) {
+  if (path.empty()) return nullptr;
+  return {{"file", path}, {"ids", count}, {"sha256", sha256_file(path)}};
+}
+
+std::vector<std::uint64_t> read_id_list(const std::string& path, std::size_t size) {
+  std::ifstream in(path);
+  if (!in) throw io_error(quote_name(path) + ": cannot open id list: " + std::strerror(errno));
+  std::vector<std::uint64_t> ids;
+  std::unordered_set<std::uint64_t> seen;
+  std::string line;
+  for (std::size_t no = 1; std::getline(in, line); ++no) {
+    std::istringstream ss(line.substr(0, line.find('#')));
+    std::string tok;
+    while (ss >> tok) {
+      std::size_t used = 0;
+      unsigned long long v = 0;
+      try {
+        if (tok[0] != '-') v = std::stoull(tok, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      const std::string where = quote_name(path) + " line " + std::to_string(no) + ": ";
+      if (used == 0 || used != tok.size()) throw io_error(where + "'" + tok + "' is not an input id");
+      if (v >= size)
+        throw io_error(where + "id " + tok + " is out of range for a data set of " + std::to_string(size) + " inputs");
+      if (!seen.insert(v).second) throw io_error(where + "id " + tok + " is listed twice");
+      ids.push_back(v);
+    }
+  }
+  if (ids.empty()) throw io_error(quote_name(path) + ": the id list is empty");
+  return ids;
 }
 
 preprocessing resolve_preprocessing(const data_options& o, int native_channels) {
@@ -371,6 +410,9 @@ preprocessing resolve_preprocessing(const data_options& o, int native_channels) 
   p.resize = o.resize;
   p.crop = o.crop;
   p.normalize = o.normalize;
+  p.noise = o.noise;
+  p.noise_seed = o.noise_seed;
+  p.noise_clip = o.noise_clip;
   const auto c = static_cast<std::size_t>(p.channels);
   auto parse_list = [&](const std::string& s) {
     std::vector<float> v;

@@ -35,12 +35,23 @@ struct preprocessing {
   int crop = 0;      // centre crop; 0 none
   std::string normalize = "none";
   std::vector<float> mean, std;
+  double noise = 0;  // Gaussian sigma in [0,1] space, before normalisation; 0: none
+  std::uint64_t noise_seed = 0;
+  bool noise_clip = true;
   nlohmann::json to_json() const;
 };
 
 /// Resolves --channels/--resize/--crop/--normalize against a data set's native channels.
 /// Throws usage_error for a malformed --normalize.
 preprocessing resolve_preprocessing(const data_options& o, int native_channels);
+
+/// Reads a file of input ids (whitespace-separated integers; '#' starts a comment) for a data set
+/// of `size` inputs. Throws io_error naming the file and line for a malformed, out-of-range or
+/// repeated id, or for a file with no ids.
+std::vector<std::uint64_t> read_id_list(const std::string& path, std::size_t size);
+
+/// The id selection for provenance: null, or the file's path, id count and sha256.
+nlohmann::json describe_id_list(const std::string& path, std::size_t count);
 
 /// A data set of labelled images, read one image at a time (thread-safe).
 class dataset {

@@ -23,6 +23,10 @@ struct data_options {
   int resize = 0;               // shorter side, 0: none
   int crop = 0;                 // centre crop, 0: none
   std::string normalize = "none";
+  std::string ids;              // a file of input ids to use, in its order (empty: all)
+  double noise = 0;             // Gaussian noise sigma added in [0,1] space (0: none)
+  std::uint64_t noise_seed = 0;
+  bool noise_clip = true;       // clip noisy images to [0,1]
 };
 
 struct dump_options {

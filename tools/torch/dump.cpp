@@ -56,7 +56,7 @@ extern "C" void on_interrupt(int sig) {
 
 loaded image_batches::load(std::uint64_t first, std::size_t count) const {
   std::vector<std::uint64_t> ids(count);
-  for (std::size_t k = 0; k < count; ++k) ids[k] = first + k;
+  for (std::size_t k = 0; k < count; ++k) ids[k] = subset_.empty() ? first + k : subset_.at(first + k);
   return load(ids);
 }
 
@@ -64,7 +64,7 @@ loaded image_batches::load(const std::vector<std::uint64_t>& ids) const {
   loaded b;
   std::vector<torch::Tensor> xs;
   for (const auto i : ids) {
-    auto x = preprocess(data_.load(i), pre_);
+    auto x = preprocess(data_.load(i), pre_, static_cast<std::int64_t>(i));
     if (!input_shape_.empty() && x.sizes() != c10::IntArrayRef(input_shape_))
       throw io_error(data_.item_name(i) + ": preprocessed to " + c10::str(x.sizes()) + ", the first image to " +
                      c10::str(c10::IntArrayRef(input_shape_)) + "; use --resize and --crop to make them equal");
@@ -163,8 +163,8 @@ void run_dump_plugin(const dump_options& o) {
   auto taps = o.layers;
   taps.push_back("logits");  // always computed: its width bounds the labels
   model.select(taps);
-  const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, data->size()) : data->size();
-  image_batches images(*data, pre);
+  image_batches images(*data, pre, o.data.ids.empty() ? std::vector<std::uint64_t>{} : read_id_list(o.data.ids, data->size()));
+  const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, images.size()) : images.size();
 
   // Each tap's shape per input, from the first input; every later batch is checked against it.
   std::vector<std::vector<int64_t>> tap_shapes;
@@ -207,11 +207,13 @@ void run_dump_plugin(const dump_options& o) {
   rec["seeds"] = nlohmann::json::object();  // dump draws no random numbers
   rec["params"] = {{"layers", o.layers},     {"batch_size", o.common.batch_size}, {"threads", resolved_threads(o.common.threads)},
                    {"limit", o.limit},       {"rows", n},                         {"preprocessing", pre.to_json()},
-                   {"deflate", o.deflate},   {"resume", o.resume}};
+                   {"deflate", o.deflate},   {"resume", o.resume},
+                   {"ids", describe_id_list(o.data.ids, images.size())}};
   io::store_options sopt;
   sopt.deflate = o.deflate;
   sopt.batch_rows = o.common.batch_size;
-  sopt.resume_key = sha256_text(nlohmann::json{rec["model"]["sha256"], rec["inputs"], pre.to_json(), o.layers}.dump());
+  sopt.resume_key = sha256_text(
+      nlohmann::json{rec["model"]["sha256"], rec["inputs"], pre.to_json(), o.layers, rec["params"]["ids"]}.dump());
   hdr.provenance.push_back(rec.dump());
 
   std::uint64_t start = 0;

@@ -33,8 +33,14 @@ struct computed {
 /// once that is known (set_classes).
 class image_batches {
  public:
-  image_batches(const dataset& d, preprocessing p) : data_(d), pre_(std::move(p)) {}
+  /// `subset`: the input ids to use, in order (empty: every input, in order).
+  image_batches(const dataset& d, preprocessing p, std::vector<std::uint64_t> subset = {})
+      : data_(d), pre_(std::move(p)), subset_(std::move(subset)) {}
+  /// The number of inputs: the subset's, or the data set's.
+  std::uint64_t size() const { return subset_.empty() ? data_.size() : subset_.size(); }
+  /// Positions [first, first + count) of the inputs (ids, through the subset).
   loaded load(std::uint64_t first, std::size_t count) const;
+  /// The given input ids.
   loaded load(const std::vector<std::uint64_t>& ids) const;
   void set_input_shape(std::vector<int64_t> s) { input_shape_ = std::move(s); }
   void set_classes(std::int64_t k) { classes_ = k; }
@@ -43,6 +49,7 @@ class image_batches {
  private:
   const dataset& data_;
   preprocessing pre_;
+  std::vector<std::uint64_t> subset_;
   std::vector<int64_t> input_shape_;
   std::atomic<std::int64_t> classes_{-1};
 };

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include "torch/preprocess.hpp"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
+
+#include "common/rng.hpp"
 
 namespace shapebias::tools {
 
@@ -13,7 +17,7 @@ std::pair<int, int> resized_size(int h, int w, int size) {
   return w_short ? std::pair{new_long, size} : std::pair{size, new_long};
 }
 
-torch::Tensor preprocess(image img, const preprocessing& p) {
+torch::Tensor preprocess(image img, const preprocessing& p, std::int64_t id) {
   img = convert_channels(std::move(img), p.channels);
   auto t = torch::from_blob(img.pixels.data(), {img.height, img.width, img.channels}, torch::kUInt8)
                .permute({2, 0, 1})
@@ -52,6 +56,13 @@ torch::Tensor preprocess(image img, const preprocessing& p) {
     t = t.narrow(1, top, c).narrow(2, left, c);
   }
   t = t.div(255.0f);
+  if (p.noise > 0) {
+    // The noise of an image depends on the seed and its id only, never on its batch.
+    constexpr std::uint64_t noise_stream = 0x6e6f697365;  // "noise"
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(stream_seed(p.noise_seed, id, noise_stream));
+    t.add_(torch::randn(t.sizes(), gen).mul_(static_cast<float>(p.noise)));
+    if (p.noise_clip) t.clamp_(0, 1);
+  }
   const auto C = t.size(0);
   auto mean = torch::tensor(p.mean).view({C, 1, 1});
   auto std = torch::tensor(p.std).view({C, 1, 1});

@@ -13,7 +13,8 @@ std::pair<int, int> resized_size(int height, int width, int size);
 
 /// image → float32 [C, H, W]: channel conversion, shorter-side resize (bilinear, antialiased,
 /// rounded to uint8 as PIL does), centre crop (zero padding when larger, as torchvision), scaling
-/// to [0,1] and normalisation.
-torch::Tensor preprocess(image img, const preprocessing& p);
+/// to [0,1], Gaussian noise when p.noise > 0 (seeded by p.noise_seed and the input `id`), and
+/// normalisation.
+torch::Tensor preprocess(image img, const preprocessing& p, std::int64_t id);
 
 }  // namespace shapebias::tools
