@@ -15,6 +15,7 @@ int run_attack(std::span<char*> args);
 int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
 int run_train(std::span<char*> args);
+int run_tv(std::span<char*> args);
 int run_view(std::span<char*> args);
 int run_version(std::span<char*> args);
 }  // namespace shapebias::tools
@@ -34,6 +35,8 @@ const verb verbs[] = {
      shapebias::tools::run_dump},
     {"layers", "List a model's tappable layers with their output shapes", shapebias::tools::run_layers},
     {"train", "Train a model, standard or PGD-adversarial, and save it as TorchScript", shapebias::tools::run_train},
+    {"tv", "Total variation and spectra of filters or activation maps, clean vs noisy, S vs R (smoothness bias)",
+     shapebias::tools::run_tv},
     {"view", "Summarise a store or stream, or convert between them", shapebias::tools::run_view},
     {"version", "Print the versions of shapebias and its libraries", shapebias::tools::run_version},
 };

@@ -35,14 +35,24 @@ class owning_stream_source : public io::batch_source {
 /// A store read in batches, keeping the reader alive.
 class store_source : public io::batch_source {
  public:
-  store_source(const std::string& path, std::size_t rows, bool allow_incomplete)
-      : r_(path, allow_incomplete), b_(r_.batches(rows)) {}
+  store_source(const std::string& path, std::size_t rows, bool allow_incomplete, const std::vector<std::string>& layers)
+      : r_(path, allow_incomplete), b_(r_.batches(rows, indices(r_, path, layers))) {}
   const io::header& header() const override { return b_.header(); }
   std::string format() const override { return b_.format(); }
   std::optional<std::uint64_t> known_rows() const override { return b_.known_rows(); }
   std::optional<io::batch> next() override { return b_.next(); }
 
  private:
+  static std::vector<std::size_t> indices(const io::store_reader& r, const std::string& path,
+                                          const std::vector<std::string>& layers) {
+    std::vector<std::size_t> out;
+    for (const auto& name : layers) {
+      auto i = r.header().find(name);
+      if (!i) throw io_error(quote_name(path) + ": no layer '" + name + "'");
+      out.push_back(*i);
+    }
+    return out;
+  }
   io::store_reader r_;
   io::store_reader::batches_source b_;
 };
@@ -99,7 +109,7 @@ class stream_sink : public io::batch_sink {
 bool is_hdf5_name(const std::string& path) { return ends_with(path, ".h5") || ends_with(path, ".hdf5"); }
 
 std::unique_ptr<io::batch_source> open_source(const std::string& path, std::size_t batch_rows,
-                                              bool allow_incomplete) {
+                                              bool allow_incomplete, const std::vector<std::string>& layers) {
   if (path == "-") return std::make_unique<owning_stream_source>(file_ptr(stdin, no_close), "-");
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) throw io_error(quote_name(path) + ": cannot open: " + std::strerror(errno));
@@ -112,7 +122,7 @@ std::unique_ptr<io::batch_source> open_source(const std::string& path, std::size
   const std::size_t n = std::fread(magic, 1, sizeof magic, f);
   if (n == 8 && std::memcmp(magic, "\x89HDF\r\n\x1a\n", 8) == 0) {
     fp.reset();
-    return std::make_unique<store_source>(path, batch_rows, allow_incomplete);
+    return std::make_unique<store_source>(path, batch_rows, allow_incomplete, layers);
   }
   if (n >= 6 && std::memcmp(magic, "\x93NUMPY", 6) == 0) {
     std::rewind(f);
@@ -120,7 +130,7 @@ std::unique_ptr<io::batch_source> open_source(const std::string& path, std::size
   }
   if (is_hdf5_name(path)) {
     fp.reset();
-    return std::make_unique<store_source>(path, batch_rows, allow_incomplete);  // reports what is wrong
+    return std::make_unique<store_source>(path, batch_rows, allow_incomplete, layers);  // reports what is wrong
   }
   throw io_error(quote_name(path) + ": neither a shapebias HDF5 store nor a shapebias stream" +
                  (n == 0 ? " (empty file)" : ""));

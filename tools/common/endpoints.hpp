@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "shapebias/io/batch.hpp"
 #include "shapebias/io/store.hpp"
@@ -16,8 +17,9 @@ bool is_hdf5_name(const std::string& path);
 
 /// An open input: a store read in batches of `batch_rows`, or a stream. Throws io_error naming the
 /// input when it is missing, unreadable, or neither a store nor a stream.
+/// `layers`, when not empty, limits a store's batches to those layers (a stream carries all its own).
 std::unique_ptr<io::batch_source> open_source(const std::string& path, std::size_t batch_rows,
-                                              bool allow_incomplete = false);
+                                              bool allow_incomplete = false, const std::vector<std::string>& layers = {});
 
 /// An open output for `hdr`. With resume and an HDF5 output, a partial store left by a killed run
 /// with the same resume key is continued: *resumed_rows tells how many rows it already holds.

@@ -82,6 +82,13 @@ struct layers_options {
   std::vector<std::int64_t> input_size;
 };
 
+/// A model parameter with four axes (a convolution's [out, in, kH, kW] weights), copied out.
+struct conv_weights {
+  std::string name;  // the module path, e.g. "features.0" (the parameter name without ".weight")
+  std::vector<std::size_t> shape;
+  std::vector<float> values;
+};
+
 /// The plugin's entry points (extern "C" names, resolved with dlsym). Each throws on failure.
 struct plugin_api {
   void (*dump)(const dump_options&);
@@ -89,6 +96,8 @@ struct plugin_api {
   void (*attack)(const attack_options&);
   void (*train)(const train_options&);
   const char* (*libtorch_version)();
+  /// The 4-D weight parameters of a TorchScript model, in the model's parameter order.
+  void (*weights)(const std::string& model, std::vector<conv_weights>& out);
 };
 
 /// Loads the plugin once (beside the executable, or in LIBDIR/shapebias when installed).

@@ -106,9 +106,26 @@ void run_layers_plugin(const layers_options& o) {
   }
 }
 
+void read_conv_weights(const std::string& path, std::vector<conv_weights>& out) {
+  tapped_model m(path, "cpu");
+  for (const auto& p : m.module().named_parameters(/*recurse=*/true)) {
+    if (p.value.dim() != 4) continue;
+    conv_weights w;
+    w.name = p.name;
+    if (const auto dot = w.name.rfind(".weight"); dot != std::string::npos && dot + 7 == w.name.size()) w.name.resize(dot);
+    const auto t = p.value.detach().to(torch::kFloat32).contiguous();
+    w.shape.assign(t.sizes().begin(), t.sizes().end());
+    w.values.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    out.push_back(std::move(w));
+  }
+}
+
 }  // namespace shapebias::tools
 
 extern "C" {
+void shapebias_plugin_weights(const std::string& model, std::vector<shapebias::tools::conv_weights>& out) {
+  shapebias::tools::read_conv_weights(model, out);
+}
 void shapebias_plugin_dump(const shapebias::tools::dump_options& o) { shapebias::tools::run_dump_plugin(o); }
 void shapebias_plugin_layers(const shapebias::tools::layers_options& o) { shapebias::tools::run_layers_plugin(o); }
 void shapebias_plugin_attack(const shapebias::tools::attack_options& o) { shapebias::tools::run_attack_plugin(o); }

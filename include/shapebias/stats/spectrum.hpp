@@ -116,7 +116,15 @@ class radial_spectrum {
   void add_power(const T* x, power_sums& sums, workspace& ws) const {
     if (sums.ring.empty()) sums.ring.assign(bins_, 0.0);
     double* in = ws.in.get();
-    for (std::size_t k = 0; k < h_ * w_; ++k) in[k] = static_cast<double>(x[k]);
+    bool constant = true;
+    for (std::size_t k = 0; k < h_ * w_; ++k) {
+      in[k] = static_cast<double>(x[k]);
+      constant = constant && in[k] == in[0];
+    }
+    if (constant) {  // all power at r = 0: the FFT would leak rounding noise into ac and high
+      sums.ring[0] += in[0] * in[0] * double(h_ * w_);
+      return;
+    }
     fftw_execute_dft_r2c(plan_, in, ws.out.get());
     const double scale = 1.0 / double(h_ * w_);
     const fftw_complex* f = ws.out.get();

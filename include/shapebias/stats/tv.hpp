@@ -80,6 +80,8 @@ double pow_diff_sum(const T* a, const T* b, std::size_t n, double beta) noexcept
 /// The TV of one row-major h × w map.
 template <class T>
 double tv_map(const T* x, std::size_t h, std::size_t w, const tv_params& p) noexcept {
+  // A 1x1 map has no differences: let NaN or Inf show in its TV as it does for any larger map.
+  if (h * w == 1 && !std::isfinite(static_cast<double>(x[0]))) return std::numeric_limits<double>::quiet_NaN();
   double tv = 0;
   const bool l1 = p.beta == 1.0;
   if (h > 1) tv += l1 ? abs_diff_sum(x, x + w, (h - 1) * w) : pow_diff_sum(x, x + w, (h - 1) * w, p.beta);
@@ -152,18 +154,19 @@ class tv_accumulator {
     if (s.size() != 4 || s[1] != channels())
       throw std::invalid_argument("TV update expects [B, " + std::to_string(channels()) + ", H, W], got " +
                                   shape_string({s.begin(), s.end()}));
-    if (rows_ == 0 && h_ == 0) {
-      h_ = s[2];
-      w_ = s[3];
-    } else if (s[2] != h_ || s[3] != w_) {
+    const bool first = rows_ == 0 && h_ == 0;
+    if (!first && (s[2] != h_ || s[3] != w_))
       throw std::invalid_argument("TV update: maps of " + std::to_string(s[2]) + "x" + std::to_string(s[3]) +
                                   " after maps of " + std::to_string(h_) + "x" + std::to_string(w_));
-    }
     const auto tv = total_variation(batch, p_, threads);
     const std::size_t b = s[0], c = s[1];
     for (std::size_t i = 0; i < b * c; ++i)
       if (!std::isfinite(tv.data()[i]) && policy_ == nonfinite_policy::error)
         throw nonfinite_error(rows_ + i / c, ids ? ids[i / c] : static_cast<std::int64_t>(rows_ + i / c), i % c);
+    if (first) {  // only once the batch is accepted: a refused first batch fixes no map size
+      h_ = s[2];
+      w_ = s[3];
+    }
     for (std::size_t i = 0; i < b * c; ++i) {
       const double v = tv.data()[i];
       if (std::isfinite(v)) m_.add(i % c, v);

@@ -1,0 +1,630 @@
+// SPDX-License-Identifier: MIT
+// `shapebias tv`: the smoothness bias (paper-spec §3). Total variation and spectra of conv filters
+// (--weights) or of activation maps, clean vs noisy, for one network or an S/R pair, from stores,
+// streams, or models run live. The formulas live in include/shapebias/stats/{tv,spectrum}.hpp.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <unordered_set>
+
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xview.hpp>
+
+#include "common/child.hpp"
+#include "common/data_cli.hpp"
+#include "common/dataset.hpp"
+#include "common/endpoints.hpp"
+#include "common/plugin.hpp"
+#include "common/provenance.hpp"
+#include "common/rng.hpp"
+#include "shapebias/io/provenance.hpp"
+#include "shapebias/io/state.hpp"
+#include "shapebias/stats/spectrum.hpp"
+#include "shapebias/stats/tv.hpp"
+
+namespace shapebias::tools {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct tv_options {
+  common_options common;
+  std::vector<std::string> inputs, noisy, names{"S", "R"}, layers;
+  bool weights = false;
+  data_options data;  // for models run live (--data)
+  double beta = 1;
+  std::string norm = "none";
+  std::string reduce = "sum";
+  bool include_1x1 = false;
+  double cutoff = 0.25;
+  std::size_t filter_fft = 32;  // filters are zero-padded to this size before their spectrum
+  bool spectrum = true;
+  double tau = 0.2;
+  std::string nonfinite = "error";
+  std::string output;
+};
+
+std::string shape_str(const std::vector<std::size_t>& s) {
+  std::string r = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+/// A CSV number: shortest round-trip form; empty for NaN (no value).
+std::string num(double v) {
+  if (std::isnan(v)) return "";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.10g", v);
+  return b;
+}
+
+bool is_model(const std::string& path) {
+  // TorchScript files are zip archives ("PK\3\4"); stores and streams have their own magic.
+  std::ifstream f(path, std::ios::binary);
+  char m[4] = {};
+  return f.read(m, 4) && std::string(m, 4) == std::string("PK\3\4", 4);
+}
+
+/// Output: DIR.partial/ filled, then renamed to DIR; or, without -o, the main table on stdout.
+class output_dir {
+ public:
+  explicit output_dir(std::string dir) : dir_(std::move(dir)) {
+    if (dir_.empty()) return;
+    fs::remove_all(partial());
+    std::error_code ec;
+    fs::create_directories(partial(), ec);
+    if (ec) throw io_error(quote_name(dir_) + ": cannot create the output folder: " + ec.message());
+  }
+  ~output_dir() {
+    if (!dir_.empty() && !done_) fs::remove_all(partial());
+  }
+  bool to_stdout() const { return dir_.empty(); }
+  std::string path(const std::string& name) const { return partial() + "/" + name; }
+  std::ofstream open(const std::string& name) const {
+    std::ofstream f(path(name));
+    if (!f) throw io_error(quote_name(dir_ + "/" + name) + ": cannot write");
+    return f;
+  }
+  void commit() {
+    if (dir_.empty()) return;
+    fs::remove_all(dir_);
+    fs::rename(partial(), dir_);
+    done_ = true;
+  }
+
+ private:
+  std::string partial() const { return dir_ + ".partial"; }
+  std::string dir_;
+  bool done_ = false;
+};
+
+void write_provenance(const output_dir& out, const nlohmann::json& prov, hid_t h5, const std::string& h5name) {
+  out.open("provenance.json") << prov.dump(2) << "\n";
+  io::h5::write_attribute(h5, "provenance", prov.dump(), h5name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filter TV (paper-spec §3.2)
+
+struct filter_layer {
+  std::string name;
+  std::vector<std::size_t> shape;  // [O, I, kH, kW]
+  std::vector<double> tv, hf;      // per filter
+  double mean_tv = 0, sd_tv = 0, mean_hf = 0;
+};
+
+std::vector<filter_layer> filter_tv(const std::string& model, const tv_options& o, const stats::tv_params& p) {
+  std::vector<conv_weights> ws;
+  plugin().weights(model, ws);
+  std::vector<filter_layer> out;
+  for (auto& w : ws) {
+    const std::size_t O = w.shape[0], I = w.shape[1], kh = w.shape[2], kw = w.shape[3];
+    if (kh * kw == 1 && !o.include_1x1) continue;
+    filter_layer l{w.name, w.shape, {}, {}};
+    const auto x = xt::adapt(w.values, w.shape);
+    const auto tv = stats::total_variation(x, p, static_cast<unsigned>(resolved_threads(o.common.threads)));  // [O, I]
+    // A k x k kernel has only k frequencies per axis; zero-padded to N x N, its spectrum samples
+    // the kernel's frequency response finely (the same energy, by Parseval).
+    const std::size_t ph = std::max(kh, o.filter_fft), pw = std::max(kw, o.filter_fft);
+    std::optional<stats::radial_spectrum> spec;
+    if (o.spectrum) spec.emplace(ph, pw, o.cutoff);
+    std::optional<stats::radial_spectrum::workspace> ws_;
+    if (spec) ws_.emplace(*spec);
+    std::vector<float> padded(ph * pw, 0.f);
+    for (std::size_t f = 0; f < O; ++f) {
+      double s = 0;
+      for (std::size_t i = 0; i < I; ++i) s += tv(f, i);
+      const double v = o.reduce == "mean" ? s / static_cast<double>(I) : s;
+      if (!std::isfinite(v))
+        throw std::runtime_error(quote_name(model) + ": layer '" + w.name + "' filter " + std::to_string(f) +
+                                 " holds NaN or Inf weights");
+      l.tv.push_back(v);
+      if (spec) {
+        stats::power_sums sums;
+        for (std::size_t i = 0; i < I; ++i) {
+          const float* k = w.values.data() + (f * I + i) * kh * kw;
+          for (std::size_t r = 0; r < kh; ++r) std::copy(k + r * kw, k + (r + 1) * kw, padded.begin() + static_cast<long>(r * pw));
+          spec->add_power(padded.data(), sums, *ws_);
+        }
+        l.hf.push_back(sums.high_fraction());
+      }
+    }
+    stats::channel_moments m(1), h(1);
+    for (auto v : l.tv) m.add(0, v);
+    for (auto v : l.hf) h.add(0, v);
+    l.mean_tv = m.mean(0);
+    l.sd_tv = std::sqrt(m.variance(0));
+    l.mean_hf = o.spectrum ? h.mean(0) : std::nan("");
+    out.push_back(std::move(l));
+  }
+  if (out.empty())
+    throw std::runtime_error(quote_name(model) + ": no convolution weights" +
+                             (o.include_1x1 ? "" : " with kernels larger than 1x1 (see --include-1x1)"));
+  return out;
+}
+
+void run_filters(const tv_options& o, nlohmann::json rec) {
+  const stats::tv_params p{o.beta, stats::parse_tv_norm(o.norm)};
+  std::vector<std::vector<filter_layer>> nets;
+  for (const auto& m : o.inputs) nets.push_back(filter_tv(m, o, p));
+  for (std::size_t k = 1; k < nets.size(); ++k) {
+    if (nets[k].size() != nets[0].size())
+      throw std::runtime_error("mismatched models: " + quote_name(o.inputs[0]) + " has " + std::to_string(nets[0].size()) +
+                               " convolution layers, " + quote_name(o.inputs[k]) + " has " + std::to_string(nets[k].size()));
+    for (std::size_t l = 0; l < nets[0].size(); ++l)
+      if (nets[k][l].name != nets[0][l].name || nets[k][l].shape != nets[0][l].shape)
+        throw std::runtime_error("mismatched S/R shapes: layer '" + nets[0][l].name + "' " + shape_str(nets[0][l].shape) +
+                                 " in " + quote_name(o.inputs[0]) + ", '" + nets[k][l].name + "' " +
+                                 shape_str(nets[k][l].shape) + " in " + quote_name(o.inputs[k]));
+  }
+  const auto& names = o.names;
+  std::ostringstream t;
+  t << "layer,kernel,in_channels,channels";
+  for (std::size_t k = 0; k < nets.size(); ++k) t << ",mean_tv_" << names[k] << ",sd_tv_" << names[k];
+  if (o.spectrum)
+    for (std::size_t k = 0; k < nets.size(); ++k) t << ",hf_fraction_" << names[k];
+  t << "\n";
+  std::vector<double> wsum(nets.size(), 0), whf(nets.size(), 0);
+  double channels = 0;
+  for (std::size_t l = 0; l < nets[0].size(); ++l) {
+    const auto& s = nets[0][l].shape;
+    t << nets[0][l].name << "," << s[2] << "x" << s[3] << "," << s[1] << "," << s[0];
+    for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(nets[k][l].mean_tv) << "," << num(nets[k][l].sd_tv);
+    if (o.spectrum)
+      for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(nets[k][l].mean_hf);
+    t << "\n";
+    channels += static_cast<double>(s[0]);
+    for (std::size_t k = 0; k < nets.size(); ++k) {
+      wsum[k] += nets[k][l].mean_tv * static_cast<double>(s[0]);
+      whf[k] += nets[k][l].mean_hf * static_cast<double>(s[0]);
+    }
+  }
+  // The network-level number of §3.2: Σ Mean_TV_l · Channels_l / Σ Channels_l.
+  t << "network,,," << channels;
+  for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(wsum[k] / channels) << ",";
+  if (o.spectrum)
+    for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(whf[k] / channels);
+  t << "\n";
+
+  rec["params"] = {{"mode", "weights"},          {"beta", o.beta},          {"norm", o.norm},
+                   {"input_channels", o.reduce}, {"include_1x1", o.include_1x1}, {"spectrum", o.spectrum},
+                   {"cutoff", o.cutoff},         {"filter_fft", o.filter_fft}, {"names", std::vector<std::string>(names.begin(), names.begin() + nets.size())}};
+  rec["models"] = nlohmann::json::array();
+  for (const auto& m : o.inputs) rec["models"].push_back({{"path", m}, {"sha256", sha256_file(m)}});
+  output_dir out(o.output);
+  if (out.to_stdout()) {
+    std::cout << "# " << rec.dump() << "\n" << t.str();
+    return;
+  }
+  out.open("filters.csv") << t.str();
+  auto units = out.open("filter_units.csv");
+  units << "network,layer,filter,tv" << (o.spectrum ? ",hf_fraction" : "") << "\n";
+  for (std::size_t k = 0; k < nets.size(); ++k)
+    for (const auto& l : nets[k])
+      for (std::size_t f = 0; f < l.tv.size(); ++f)
+        units << names[k] << "," << l.name << "," << f << "," << num(l.tv[f]) << (o.spectrum ? "," + num(l.hf[f]) : "") << "\n";
+  units.close();
+  rec["finished"] = io::utc_now();
+  out.open("provenance.json") << nlohmann::json{{"run", rec}}.dump(2) << "\n";
+  out.commit();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation TV, clean vs noisy (paper-spec §3.3)
+
+struct layer_stats {
+  std::string name;
+  std::vector<std::size_t> shape;  // [C, H, W]
+  std::optional<stats::tv_accumulator> tv;
+  std::optional<stats::spectrum_accumulator> spec;
+};
+
+/// One pass over one source (a network's clean or noisy activations).
+struct pass {
+  std::string input;
+  std::vector<layer_stats> layers;
+  std::uint64_t rows = 0, fingerprint = 0;  // fingerprint: Σ splitmix64(id), order-free
+  nlohmann::json provenance;
+};
+
+/// A file holding `text`, removed with the object.
+struct temp_file {
+  explicit temp_file(const std::string& text) {
+    const char* dir = std::getenv("TMPDIR");
+    std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/shapebias-ids-XXXXXX";
+    const int fd = mkstemp(tmpl.data());
+    if (fd < 0) throw io_error(quote_name(tmpl) + ": cannot create a temporary file: " + std::strerror(errno));
+    path = tmpl;
+    const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+    close(fd);
+    if (!ok) throw io_error(quote_name(path) + ": cannot write a temporary file");
+  }
+  ~temp_file() { std::remove(path.c_str()); }
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  std::string path;
+};
+
+std::vector<std::string> default_layers(const io::header& h) {
+  std::vector<std::string> out;
+  for (const auto& l : h.layers)
+    if (l.shape.size() == 3) out.push_back(l.name);
+  return out;
+}
+
+void accumulate(io::batch_source& src, pass& ps, const std::vector<std::string>& names, const tv_options& o,
+                const std::unordered_set<std::int64_t>* ids) {
+  const auto& h = src.header();
+  std::vector<std::size_t> idx;
+  const stats::tv_params p{o.beta, stats::parse_tv_norm(o.norm)};
+  const auto policy = o.nonfinite == "skip" ? stats::nonfinite_policy::skip : stats::nonfinite_policy::error;
+  for (const auto& n : names) {
+    const auto i = h.find(n);
+    if (!i) throw io_error(quote_name(ps.input) + ": no layer '" + n + "'");
+    const auto& s = h.layers[*i].shape;
+    if (s.size() != 3)
+      throw io_error(quote_name(ps.input) + ": layer '" + n + "' has rows of shape " + shape_str(s) +
+                     "; TV needs [C, H, W] maps");
+    idx.push_back(*i);
+    layer_stats l{n, s, stats::tv_accumulator(s[0], p, policy), std::nullopt};
+    if (o.spectrum) l.spec.emplace(s[0], s[1], s[2], o.cutoff);
+    ps.layers.push_back(std::move(l));
+  }
+  const auto threads = static_cast<unsigned>(resolved_threads(o.common.threads));
+  while (auto b = src.next()) {
+    std::vector<std::size_t> keep;
+    for (std::size_t r = 0; r < b->rows(); ++r)
+      if (!ids || ids->count(b->ids[r])) keep.push_back(r);
+    if (keep.empty()) continue;
+    std::vector<std::int64_t> kept_ids;
+    for (auto r : keep) {
+      kept_ids.push_back(b->ids[r]);
+      ps.fingerprint += splitmix64(static_cast<std::uint64_t>(b->ids[r]));
+    }
+    for (std::size_t k = 0; k < idx.size(); ++k) {
+      auto& l = ps.layers[k];
+      const auto& all = b->data[idx[k]];
+      xt::xarray<float> sel;
+      const xt::xarray<float>* x = &all;
+      if (keep.size() != b->rows()) {
+        sel = xt::view(all, xt::keep(keep), xt::all(), xt::all(), xt::all());
+        x = &sel;
+      }
+      try {
+        l.tv->update(*x, kept_ids.data(), threads);
+      } catch (const stats::nonfinite_error& e) {
+        throw std::runtime_error(quote_name(ps.input) + " layer '" + l.name + "', row " + std::to_string(ps.rows + e.row) +
+                                 " (input id " + std::to_string(e.id) + "), channel " + std::to_string(e.channel) +
+                                 ": the map holds NaN or Inf (--nonfinite skip skips and counts such maps)");
+      }
+      if (l.spec) l.spec->update(*x, threads);
+    }
+    ps.rows += keep.size();
+  }
+  ps.provenance = nlohmann::json::array();
+  for (const auto& r : src.header().provenance) {
+    auto j = nlohmann::json::parse(r, nullptr, false);
+    ps.provenance.push_back(j.is_discarded() ? nlohmann::json(r) : j);
+  }
+  if (ps.rows == 0)
+    throw io_error(quote_name(ps.input) + ": no inputs" + (ids ? " with the ids of --ids" : ""));
+}
+
+std::vector<std::string> child_args(const std::string& model, const tv_options& o, bool noisy) {
+  const auto& d = o.data;
+  std::vector<std::string> a{"dump", model, d.path, "--format", d.format, "--split", d.split,
+                             "--channels", std::to_string(d.channels), "--resize", std::to_string(d.resize),
+                             "--crop", std::to_string(d.crop), "--normalize", d.normalize, "--quiet", "-o", "-",
+                             "-@", std::to_string(o.common.threads), "--batch-size", std::to_string(o.common.batch_size),
+                             "--device", o.common.device, "-l"};
+  std::string layers;
+  for (const auto& l : o.layers) layers += (layers.empty() ? "" : ",") + l;
+  a.push_back(layers);
+  if (!d.ids.empty()) a.insert(a.end(), {"--ids", d.ids});
+  if (noisy) {
+    char sigma[32];
+    std::snprintf(sigma, sizeof sigma, "%.17g", d.noise);
+    a.insert(a.end(), {"--noise", sigma, "--noise-seed", std::to_string(d.noise_seed)});
+    if (!d.noise_clip) a.push_back("--no-noise-clip");
+  }
+  return a;
+}
+
+pass run_pass(const std::string& input, bool noisy_copy, const tv_options& o, const std::unordered_set<std::int64_t>* ids) {
+  pass ps;
+  if (is_model(input)) {
+    ps.input = input + (noisy_copy ? " (noisy)" : "");
+    child_stream child(child_args(input, o, noisy_copy));
+    try {
+      accumulate(child.source(), ps, o.layers, o, nullptr);
+    } catch (const io_error&) {
+      child.finish();  // the child's own message, when it failed
+      throw;
+    }
+    child.finish();
+    return ps;
+  }
+  ps.input = input;
+  auto src = open_source(input, static_cast<std::size_t>(o.common.batch_size), false, o.layers);
+  accumulate(*src, ps, o.layers.empty() ? default_layers(src->header()) : o.layers, o, ids);
+  return ps;
+}
+
+void run_activations(tv_options o, nlohmann::json rec) {
+  const bool live = is_model(o.inputs[0]);
+  for (const auto& in : o.inputs)
+    if (is_model(in) != live) throw usage_error("give either models (with --data) or activations (stores, streams), not both");
+  if (live && o.data.path.empty()) throw usage_error("models as inputs need --data (the data set to run them on)");
+  if (live && o.layers.empty()) throw usage_error("models as inputs need -l/--layers");
+  if (!live && !o.data.path.empty()) throw usage_error("--data is for models; stores and streams already hold activations");
+  if (!o.noisy.empty() && o.noisy.size() != o.inputs.size())
+    throw usage_error("--noisy needs one input per clean input (" + std::to_string(o.inputs.size()) + "), got " +
+                      std::to_string(o.noisy.size()));
+  if (live && !o.noisy.empty()) throw usage_error("--noisy is for stored activations; with models, --noise SIGMA makes the noisy copies");
+  const bool noisy = live ? o.data.noise > 0 : !o.noisy.empty();
+  // The id list is read once here (it may be a pipe); models run live get a copy in a file.
+  std::optional<std::unordered_set<std::int64_t>> ids;
+  nlohmann::json ids_record = nullptr;
+  std::optional<temp_file> ids_copy;
+  if (!o.data.ids.empty()) {
+    const auto list = read_id_list(o.data.ids, live ? dataset::open(o.data)->size() : std::numeric_limits<std::size_t>::max());
+    std::string text;
+    for (auto v : list) text += std::to_string(v) + "\n";
+    ids_record = {{"file", o.data.ids}, {"ids", list.size()}, {"sha256", sha256_text(text)}};
+    if (live) {
+      ids_copy.emplace(text);
+      o.data.ids = ids_copy->path;
+    } else {
+      ids.emplace(list.begin(), list.end());
+    }
+  }
+  // Each network's clean pass, then its noisy one: memory holds one batch and the accumulators.
+  std::vector<pass> clean, noisy_passes;
+  for (std::size_t k = 0; k < o.inputs.size(); ++k) {
+    clean.push_back(run_pass(o.inputs[k], false, o, ids ? &*ids : nullptr));
+    if (o.layers.empty()) for (const auto& l : clean[0].layers) o.layers.push_back(l.name);
+    if (noisy) noisy_passes.push_back(run_pass(live ? o.inputs[k] : o.noisy[k], live, o, ids ? &*ids : nullptr));
+  }
+  if (clean[0].layers.empty()) throw io_error(quote_name(o.inputs[0]) + ": no layer with [C, H, W] maps");
+  // The same images everywhere, and the same map shapes per layer.
+  auto same = [&](const pass& a, const pass& b) {
+    if (a.rows != b.rows || a.fingerprint != b.fingerprint)
+      throw std::runtime_error(quote_name(b.input) + " holds other inputs than " + quote_name(a.input) + " (" +
+                               std::to_string(b.rows) + " vs " + std::to_string(a.rows) + " rows, or other ids)");
+    for (std::size_t l = 0; l < a.layers.size(); ++l)
+      if (a.layers[l].shape != b.layers[l].shape)
+        throw std::runtime_error("mismatched shapes: layer '" + a.layers[l].name + "' is " + shape_str(a.layers[l].shape) +
+                                 " in " + quote_name(a.input) + " but " + shape_str(b.layers[l].shape) + " in " +
+                                 quote_name(b.input));
+  };
+  for (std::size_t k = 0; k < clean.size(); ++k) {
+    same(clean[0], clean[k]);
+    if (noisy) same(clean[0], noisy_passes[k]);
+  }
+
+  output_dir out(o.output);
+  std::ostringstream layers_csv;
+  layers_csv << "network,layer,channels,height,width,images,tv_clean,tv_noisy,tau,flagged,hf_clean,hf_noisy,"
+                "skipped_clean,skipped_noisy\n";
+  std::ostringstream channels_csv, flagged_csv, spectra_csv;
+  channels_csv << "network,layer,channel,tv_clean,tv_clean_sd,tv_noisy,tv_noisy_sd,difference,flagged,hf_clean,hf_noisy\n";
+  flagged_csv << "layer,network,channel,tv_clean,tv_noisy,abs_difference\n";
+  spectra_csv << "network,layer,channel,condition,ring,frequency,power\n";
+  const std::string h5name = out.to_stdout() ? "" : out.path("tv.h5");
+  io::h5::handle h5;
+  if (!out.to_stdout())
+    h5 = io::h5::handle(io::h5::check(H5Fcreate(h5name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                                      o.output + "/tv.h5", "cannot create"));
+  std::size_t total_flagged = 0;
+  for (std::size_t l = 0; l < clean[0].layers.size(); ++l) {
+    const auto& name = clean[0].layers[l].name;
+    const auto& s0 = *clean[0].layers[l].tv;
+    const std::size_t C = s0.channels();
+    // τ_l = tau × the mean over channels of S's TV_clean (S: the first network).
+    double mean_s = 0;
+    for (std::size_t c = 0; c < C; ++c) mean_s += s0.moments().mean(c);
+    const double tau = o.tau * mean_s / static_cast<double>(C);
+    struct flag { std::string net; std::size_t c; double clean, noisy; };
+    std::vector<flag> flags;
+    for (std::size_t k = 0; k < clean.size(); ++k) {
+      const auto& ls = clean[k].layers[l];
+      const auto& tc = *ls.tv;
+      const stats::tv_accumulator* tn = noisy ? &*noisy_passes[k].layers[l].tv : nullptr;
+      const stats::spectrum_accumulator* sc = ls.spec ? &*ls.spec : nullptr;
+      const stats::spectrum_accumulator* sn = noisy && sc ? &*noisy_passes[k].layers[l].spec : nullptr;
+      double sum_c = 0, sum_n = 0, hf_c = 0, hf_n = 0;
+      std::size_t nflag = 0;
+      std::uint64_t skip_c = 0, skip_n = 0;
+      for (std::size_t c = 0; c < C; ++c) {
+        const double vc = tc.moments().mean(c), vn = tn ? tn->moments().mean(c) : std::nan("");
+        const bool flagged = tn && std::abs(vc - vn) >= tau;
+        sum_c += vc;
+        sum_n += vn;
+        skip_c += tc.skipped(c);
+        if (tn) skip_n += tn->skipped(c);
+        const double hc = sc ? sc->high_fraction().mean(c) : std::nan(""), hn = sn ? sn->high_fraction().mean(c) : std::nan("");
+        hf_c += hc;
+        hf_n += hn;
+        if (flagged) {
+          ++nflag;
+          flags.push_back({o.names[k], c, vc, vn});
+        }
+        channels_csv << o.names[k] << "," << name << "," << c << "," << num(vc) << "," << num(std::sqrt(tc.moments().variance(c)))
+                     << "," << num(vn) << "," << num(tn ? std::sqrt(tn->moments().variance(c)) : std::nan("")) << ","
+                     << num(vn - vc) << "," << (tn ? (flagged ? "1" : "0") : "") << "," << num(hc) << "," << num(hn) << "\n";
+        auto profile = [&](const stats::spectrum_accumulator* a, const char* cond) {
+          if (!a) return;
+          const auto p = a->profile(c);
+          for (std::size_t r = 0; r < p.size(); ++r)
+            spectra_csv << o.names[k] << "," << name << "," << c << "," << cond << "," << r << ","
+                        << num(a->spectrum().ring_frequency(r)) << "," << num(p[r]) << "\n";
+        };
+        profile(sc, "clean");
+        profile(sn, "noisy");
+      }
+      const double Cd = static_cast<double>(C);
+      const auto& shp = ls.shape;
+      layers_csv << o.names[k] << "," << name << "," << shp[0] << "," << shp[1] << "," << shp[2] << "," << clean[k].rows << ","
+                 << num(sum_c / Cd) << "," << num(sum_n / Cd) << "," << num(tau) << "," << (tn ? std::to_string(nflag) : "")
+                 << "," << num(hf_c / Cd) << "," << num(hf_n / Cd) << "," << skip_c << "," << (tn ? std::to_string(skip_n) : "")
+                 << "\n";
+      total_flagged += nflag;
+      if (h5) {
+        const std::string g = o.names[k] + "/" + name;
+        io::write_state(h5.get(), g + "/tv_clean", tc.save(), h5name);
+        if (tn) io::write_state(h5.get(), g + "/tv_noisy", tn->save(), h5name);
+        if (sc) io::write_state(h5.get(), g + "/spectrum_clean", sc->save(), h5name);
+        if (sn) io::write_state(h5.get(), g + "/spectrum_noisy", sn->save(), h5name);
+      }
+    }
+    std::stable_sort(flags.begin(), flags.end(),
+                     [](const flag& a, const flag& b) { return std::abs(a.clean - a.noisy) > std::abs(b.clean - b.noisy); });
+    for (const auto& f : flags)
+      flagged_csv << name << "," << f.net << "," << f.c << "," << num(f.clean) << "," << num(f.noisy) << ","
+                  << num(std::abs(f.clean - f.noisy)) << "\n";
+  }
+
+  rec["params"] = {{"mode", "activations"}, {"beta", o.beta},   {"norm", o.norm},         {"tau", o.tau},
+                   {"spectrum", o.spectrum}, {"cutoff", o.cutoff}, {"nonfinite", o.nonfinite}, {"layers", o.layers},
+                   {"names", std::vector<std::string>(o.names.begin(), o.names.begin() + static_cast<long>(o.inputs.size()))},
+                   {"noisy", noisy},         {"images", clean[0].rows}};
+  if (live) {
+    const auto d = nlohmann::json{{"path", o.data.path}, {"format", o.data.format}, {"split", o.data.split},
+                                  {"channels", o.data.channels}, {"resize", o.data.resize}, {"crop", o.data.crop},
+                                  {"normalize", o.data.normalize}, {"noise", o.data.noise},
+                                  {"noise_seed", o.data.noise_seed}, {"noise_clip", o.data.noise_clip}};
+    rec["params"]["data"] = d;
+  }
+  rec["params"]["ids"] = ids_record;
+  nlohmann::json inputs = nlohmann::json::array();
+  for (std::size_t k = 0; k < clean.size(); ++k) {
+    inputs.push_back({{"network", o.names[k]}, {"condition", "clean"}, {"input", clean[k].input}, {"provenance", clean[k].provenance}});
+    if (noisy)
+      inputs.push_back({{"network", o.names[k]}, {"condition", "noisy"}, {"input", noisy_passes[k].input},
+                        {"provenance", noisy_passes[k].provenance}});
+  }
+  if (out.to_stdout()) {
+    std::cout << "# " << rec.dump() << "\n" << layers_csv.str();
+    return;
+  }
+  rec["finished"] = io::utc_now();
+  write_provenance(out, {{"run", rec}, {"inputs", inputs}}, h5.get(), o.output + "/tv.h5");
+  h5.reset();
+  out.open("layers.csv") << layers_csv.str();
+  out.open("channels.csv") << channels_csv.str();
+  if (noisy) out.open("flagged.csv") << flagged_csv.str();
+  if (o.spectrum) out.open("spectra.csv") << spectra_csv.str();
+  out.commit();
+  std::fprintf(stderr, "tv: %llu images, %zu layers, %zu networks%s; wrote %s\n",
+               static_cast<unsigned long long>(clean[0].rows), clean[0].layers.size(), clean.size(),
+               noisy ? (", " + std::to_string(total_flagged) + " flagged channels").c_str() : "", o.output.c_str());
+}
+
+}  // namespace
+
+int run_tv(std::span<char*> args) {
+  tv_options o;
+  CLI::App app{
+      "Total variation and spectra (paper-spec §3): of convolution filters (--weights), or of activation maps\n"
+      "clean vs noisy, per channel, for one network or an S/R pair. The first input is S: its mean clean TV\n"
+      "sets the outlier threshold tau x mean.\n\n"
+      "Examples:\n"
+      "  shapebias tv --weights S.pt R.pt\n"
+      "  shapebias tv S.h5 R.h5 --noisy S-noisy.h5 R-noisy.h5 -o tv/\n"
+      "  shapebias tv S.pt R.pt --data /usr/share/datasets/fashion-mnist --noise 0.1 -l relu1,relu2 -o tv/\n"
+      "  shapebias dump S.pt data -l relu1 -o - | shapebias tv -",
+      "shapebias tv"};
+  app.add_option("inputs", o.inputs,
+                 "With --weights: TorchScript models. Otherwise: stores (.h5) or streams ('-'), or TorchScript models "
+                 "run live on --data. First S, then R")
+      ->required()->group("Input");
+  app.add_flag("--weights", o.weights, "Filter TV of the models' convolution weights (§3.2) instead of activations")
+      ->group("Input");
+  app.add_option("--noisy", o.noisy, "The noisy counterpart of each stored input, in the same order")->group("Input");
+  app.add_option("--names", o.names, "Names of the networks, comma-separated")->delimiter(',')->group("Input")
+      ->capture_default_str();
+  app.add_option("-l,--layers", o.layers, "Layers, comma-separated (default for stores: every [C, H, W] layer)")
+      ->delimiter(',')->group("Input");
+  app.add_option("--data", o.data.path, "Data set to run model inputs on (see 'shapebias dump --help')")->group("Live");
+  app.add_option("--format", o.data.format, "Data set format")->check(CLI::IsMember({"auto", "idx", "folder", "list"}))
+      ->group("Live")->capture_default_str();
+  app.add_option("--split", o.data.split, "IDX split")->check(CLI::IsMember({"train", "test"}))->group("Live")
+      ->capture_default_str();
+  app.add_option("--channels", o.data.channels, "Convert images to 1 or 3 channels; 0 keeps them")
+      ->check(CLI::IsMember({0, 1, 3}))->group("Live")->capture_default_str();
+  app.add_option("--resize", o.data.resize, "Resize the shorter side to N")->check(CLI::NonNegativeNumber)->group("Live");
+  app.add_option("--crop", o.data.crop, "Centre crop N x N")->check(CLI::NonNegativeNumber)->group("Live");
+  app.add_option("--normalize", o.data.normalize, "none, imagenet or MEAN/STD")->group("Live")->capture_default_str();
+  app.add_option("--noise", o.data.noise, "Gaussian noise sigma of the noisy copies, in [0,1] space (0: clean only)")
+      ->check(CLI::NonNegativeNumber)->group("Live")->capture_default_str();
+  app.add_option("--noise-seed", o.data.noise_seed, "Seed of the noise (per input id)")->group("Live")->capture_default_str();
+  app.add_flag("!--no-noise-clip", o.data.noise_clip, "Do not clip noisy images to [0,1]")->group("Live");
+  app.add_option("--ids", o.data.ids, "Use only the inputs whose ids are listed in FILE (e.g. the super-intersection)")
+      ->group("Input");
+  app.add_option("--beta", o.beta, "Exponent of each absolute difference")->check(CLI::PositiveNumber)->group("TV")
+      ->capture_default_str();
+  app.add_option("--norm", o.norm, "Normalisation of each map's TV: none, pixel (/ H·W) or l1 (/ Σ|x|)")
+      ->check(CLI::IsMember({"none", "pixel", "l1"}))->group("TV")->capture_default_str();
+  app.add_option("--input-channels", o.reduce, "Filters: sum or mean the TV over input channels")
+      ->check(CLI::IsMember({"sum", "mean"}))->group("TV")->capture_default_str();
+  app.add_flag("--include-1x1", o.include_1x1, "Filters: include 1x1 kernels (their TV is 0)")->group("TV");
+  app.add_option("--tau", o.tau, "Outlier rule: flag |TV_clean − TV_noisy| ≥ tau × mean over channels of S's TV_clean")
+      ->check(CLI::NonNegativeNumber)->group("TV")->capture_default_str();
+  app.add_option("--nonfinite", o.nonfinite, "Maps with NaN or Inf: error (stop, naming layer, row and channel) or skip "
+                                             "(leave them out and count them)")
+      ->check(CLI::IsMember({"error", "skip"}))->group("TV")->capture_default_str();
+  app.add_option("--cutoff", o.cutoff, "Spectra: the high-frequency cutoff in cycles per pixel (0 to 0.75)")
+      ->check(CLI::Range(1e-9, 0.75))->group("Spectrum")->capture_default_str();
+  app.add_option("--filter-fft", o.filter_fft, "Filters: zero-pad each kernel to N x N before its spectrum")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{4096}))->group("Spectrum")->capture_default_str();
+  app.add_flag("!--no-spectrum", o.spectrum, "Skip the spectra")->group("Spectrum");
+  app.add_option("-o,--output", o.output,
+                 "Output folder (CSV tables, tv.h5 with the accumulator states, provenance.json); "
+                 "without it the per-layer table goes to stdout")
+      ->group("Output");
+  add_common_options(app, o.common);
+  if (!parse(app, args)) return 0;
+  if (o.inputs.size() > 2 && o.names.size() < o.inputs.size())
+    throw usage_error("--names: " + std::to_string(o.names.size()) + " names for " + std::to_string(o.inputs.size()) + " inputs");
+  auto rec = start_record("tv", args);
+  if (o.weights) {
+    if (!o.noisy.empty() || !o.data.path.empty()) throw usage_error("--weights takes models only (no --noisy, no --data)");
+    run_filters(o, rec);
+  } else {
+    run_activations(o, rec);
+  }
+  return 0;
+}
+
+}  // namespace shapebias::tools

@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: MIT
+// Another shapebias verb run as a child process whose standard output is a stream: the way the
+// analysis verbs run a model live (`shapebias tv S.pt --data …` reads `shapebias dump S.pt … -o -`),
+// exactly as a user would pipe the two.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shapebias/io/batch.hpp"
+
+namespace shapebias::tools {
+
+class child_stream {
+ public:
+  /// Starts this executable with `args` (the verb first; "-o -" among them). Throws on failure.
+  explicit child_stream(const std::vector<std::string>& args);
+  child_stream(const child_stream&) = delete;
+  child_stream& operator=(const child_stream&) = delete;
+  /// Kills the child if it still runs.
+  ~child_stream();
+
+  /// The stream the child writes. Reading it throws io_error if the child dies early; call
+  /// finish() then for the child's own message.
+  io::batch_source& source();
+  /// Waits for the child. Throws std::runtime_error with the child's error line when it failed.
+  void finish();
+
+ private:
+  pid_t pid_ = -1;
+  int err_fd_ = -1;
+  std::string name_;
+  std::unique_ptr<io::batch_source> src_;
+};
+
+}  // namespace shapebias::tools
