@@ -63,3 +63,28 @@ def one_error_line(proc, *must_contain):
     for frag in must_contain:
         assert frag in lines[0], f"{frag!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def write_store(path, layers, ids=None, labels=None, record=None):
+    """Writes a complete shapebias store (docs/schema.md) from numpy arrays {name: [N, ...]}, as
+    fixtures for the analysis verbs: made with h5py from the documented layout alone."""
+    import json
+    import h5py
+    n = len(next(iter(layers.values())))
+    ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    with h5py.File(path, "w") as f:
+        for name, a in layers.items():
+            d = f.create_dataset(f"activations/{name}", data=np.asarray(a, dtype=np.float32),
+                                 maxshape=(None,) + a.shape[1:], chunks=(1,) + a.shape[1:])
+            d.attrs["layer"] = name
+            d.attrs["unit_axis"] = 1
+        for k, v in (("input_id", ids), ("label", labels)):
+            f.create_dataset(f"index/{k}", data=v, maxshape=(None,), chunks=(max(1, n),))
+        log = [json.dumps(record or {"verb": "fixture", "argv": "tests/tools/conftest.py write_store"})]
+        f.create_dataset("provenance/log", data=log, dtype=h5py.string_dtype())
+        f.attrs["format"] = "shapebias-store"
+        f.attrs["format_version"] = 1
+        f.attrs["layers"] = json.dumps(list(layers))
+        f.attrs["resume_key"] = ""
+        f.attrs["complete"] = 1
