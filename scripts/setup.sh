@@ -10,6 +10,8 @@ packages=(
   libhdf5-dev hdf5-tools                         # tensor store; h5dump in tests
   catch2 libcli11-dev nlohmann-json3-dev
   libpng-dev libjpeg-dev                         # image decoding (libjpeg-turbo)
+  libfftw3-dev                                   # spectra (shapebias::spectrum)
+  libssl-dev zlib1g-dev                          # sha256 for provenance; the store's deflate
   libbenchmark-dev
   pybind11-dev python3-dev python3-numpy python3-pytest
   python3-torch python3-torchvision python3-h5py python3-pil   # fixtures and references only
