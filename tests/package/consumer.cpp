@@ -19,14 +19,17 @@ int main(int argc, char** argv) {
   io::store_writer w(argv[1], h);
   w.write({2, ids, labels, {data}});
   w.finish();
-  io::store_reader r(argv[1]);
-  const auto a = r.read(0, 0, 2);
   st::tv_accumulator tv(1);
   st::spectrum_accumulator sp(1, 2, 2);
-  tv.update(a);
-  sp.update(a);
-  // TV by hand: [[1,2],[3,4]] → |1-3|+|2-4|+|1-2|+|3-4| = 6; [[0,0],[0,5]] → 5 + 5 = 10.
-  bool ok = r.rows() == 2 && a(1, 0, 1, 1) == 5.f && tv.moments().mean(0) == 8.0 && sp.rows() == 2;
+  bool ok = false;
+  {
+    io::store_reader r(argv[1]);
+    const auto a = r.read(0, 0, 2);
+    tv.update(a);
+    sp.update(a);
+    // TV by hand: [[1,2],[3,4]] → |1-3|+|2-4|+|1-2|+|3-4| = 6; [[0,0],[0,5]] → 5 + 5 = 10.
+    ok = r.rows() == 2 && a(1, 0, 1, 1) == 5.f && tv.moments().mean(0) == 8.0 && sp.rows() == 2;
+  }
   {
     io::h5::handle f(H5Fopen(argv[1], H5F_ACC_RDWR, H5P_DEFAULT));
     io::write_state(f.get(), "states/tv", tv.save(), argv[1]);
