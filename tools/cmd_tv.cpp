@@ -22,7 +22,7 @@
 #include <xtensor/xview.hpp>
 
 #include "common/child.hpp"
-#include "common/data_cli.hpp"
+#include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
 #include "common/plugin.hpp"
@@ -615,7 +615,7 @@ int run_tv(std::span<char*> args) {
       ->group("Output");
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
-  if (o.inputs.size() > 2 && o.names.size() < o.inputs.size())
+  if (o.names.size() < o.inputs.size())
     throw usage_error("--names: " + std::to_string(o.names.size()) + " names for " + std::to_string(o.inputs.size()) + " inputs");
   auto rec = start_record("tv", args);
   if (o.weights) {

@@ -295,6 +295,9 @@ def test_errors(sb, models, dumps, tmp_path):
         p = sb("tv", tmp_path / "a.h5", *args)
         assert p.returncode == 2, (args, p.stderr)
         one_error_line(p, frag)
+    p = sb("tv", tmp_path / "a.h5", tmp_path / "a.h5", "--names", "A")
+    assert p.returncode == 2
+    one_error_line(p, "--names", "1 names for 2 inputs")
     p = sb("tv", models / "fashion_cnn.pt", "-l", "features.1")
     assert p.returncode == 2
     one_error_line(p, "--data")
