@@ -11,6 +11,7 @@ packages=(
   catch2 libcli11-dev nlohmann-json3-dev
   libpng-dev libjpeg-dev                         # image decoding (libjpeg-turbo)
   libfftw3-dev                                   # spectra (shapebias::spectrum)
+  libopencv-imgproc-dev                          # Canny edges, hole filling (--transform)
   libssl-dev zlib1g-dev                          # sha256 for provenance; the store's deflate
   libbenchmark-dev
   pybind11-dev python3-dev python3-numpy python3-pytest

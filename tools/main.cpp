@@ -16,6 +16,7 @@ int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
 int run_train(std::span<char*> args);
 int run_tv(std::span<char*> args);
+int run_transform(std::span<char*> args);
 int run_view(std::span<char*> args);
 int run_version(std::span<char*> args);
 }  // namespace shapebias::tools
@@ -35,6 +36,8 @@ const verb verbs[] = {
      shapebias::tools::run_dump},
     {"layers", "List a model's tappable layers with their output shapes", shapebias::tools::run_layers},
     {"train", "Train a model, standard or PGD-adversarial, and save it as TorchScript", shapebias::tools::run_train},
+    {"transform", "Write a dataset variant (noise, scrambled patches, grayscale, edges, silhouettes) as images",
+     shapebias::tools::run_transform},
     {"tv", "Total variation and spectra of filters or activation maps, clean vs noisy, S vs R (smoothness bias)",
      shapebias::tools::run_tv},
     {"view", "Summarise a store or stream, or convert between them", shapebias::tools::run_view},

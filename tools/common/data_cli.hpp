@@ -6,6 +6,12 @@
 
 namespace shapebias::tools {
 
+inline constexpr const char* transform_help =
+    "A dataset variant, made after resizing and cropping, before --noise and normalisation: none, gray, "
+    "scramble:G (G x G patches permuted), edges[:SIGMA,LOW,HIGH] (Canny, default 0.4,0.35,0.9), "
+    "silhouette[:THRESHOLD] (filled mask of pixels above THRESHOLD, default 0.05) or silhouette:masks=DIR "
+    "(segmentation PNGs named as the images)";
+
 /// `selection`: also the options that choose and perturb inputs (--ids, --noise), for the verbs
 /// that stream a data set once in order (dump, attack).
 inline void add_data_options(CLI::App& app, data_options& d, bool selection = false) {
@@ -38,6 +44,9 @@ inline void add_data_options(CLI::App& app, data_options& d, bool selection = fa
                                                "on its batch)")
       ->group("Preprocessing")->capture_default_str();
   app.add_flag("!--no-noise-clip", d.noise_clip, "Do not clip noisy images to [0,1]")->group("Preprocessing");
+  app.add_option("--transform", d.transform, transform_help)->group("Preprocessing")->capture_default_str();
+  app.add_option("--transform-seed", d.transform_seed, "Seed of random transforms (scramble), per input id")
+      ->group("Preprocessing")->capture_default_str();
 }
 
 }  // namespace shapebias::tools

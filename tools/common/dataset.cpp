@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -252,6 +253,7 @@ class file_dataset : public dataset {
   std::size_t num_classes() const override { return classes_.size(); }
   int native_channels() const override { return 3; }
   std::string item_name(std::size_t i) const override { return quote_name(items_.at(i).first); }
+  std::string item_path(std::size_t i) const override { return items_.at(i).first; }
   image load(std::size_t i) const override { return decode_image(items_.at(i).first); }
   nlohmann::json describe() const override {
     std::string listing;
@@ -331,6 +333,31 @@ class list_dataset : public file_dataset {
 
 }  // namespace
 
+void write_png(const std::string& path, const image& img) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (!f) throw io_error(quote_name(path) + ": cannot write: " + std::strerror(errno));
+  png_failure fail;
+  png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, &fail, png_fail, png_ignore_warning);
+  png_infop info = p ? png_create_info_struct(p) : nullptr;
+  volatile bool ok = p && info;  // volatile: read after a longjmp
+  if (ok && setjmp(fail.jump) == 0) {
+    png_init_io(p, f);
+    png_set_IHDR(p, info, static_cast<png_uint_32>(img.width), static_cast<png_uint_32>(img.height), 8,
+                 img.channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(p, info);
+    const auto stride = static_cast<std::size_t>(img.width) * static_cast<std::size_t>(img.channels);
+    for (int y = 0; y < img.height; ++y)
+      png_write_row(p, const_cast<png_bytep>(img.pixels.data() + static_cast<std::size_t>(y) * stride));
+    png_write_end(p, nullptr);
+  } else {
+    ok = false;
+  }
+  png_destroy_write_struct(p ? &p : nullptr, info ? &info : nullptr);
+  if (std::fclose(f) != 0) ok = false;
+  if (!ok) throw io_error(quote_name(path) + ": cannot write PNG" + (fail.message.empty() ? "" : ": " + fail.message));
+}
+
 image decode_image(const std::string& path) {
   std::unique_ptr<std::FILE, decltype(&std::fclose)> f(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!f) throw io_error(quote_name(path) + ": cannot open image: " + std::strerror(errno));
@@ -367,7 +394,81 @@ nlohmann::json preprocessing::to_json() const {
           {"noise", noise > 0 ? nlohmann::json{{"sigma", noise}, {"seed", noise_seed}, {"clip", noise_clip},
                                                {"scheme", "x + sigma * N(0,1) in [0,1] space before normalisation; "
                                                           "generator seeded by splitmix64(seed, input id, 'noise')"}}
-                              : nlohmann::json(nullptr)}};
+                              : nlohmann::json(nullptr)},
+          {"transform", transform.what == transform_spec::kind::none
+                            ? nlohmann::json(nullptr)
+                            : nlohmann::json{{"spec", transform.to_json()}, {"seed", transform_seed}}}};
+}
+
+transform_spec transform_spec::parse(const std::string& s) {
+  transform_spec t;
+  const auto colon = s.find(':');
+  const std::string name = s.substr(0, colon), arg = colon == std::string::npos ? "" : s.substr(colon + 1);
+  auto bad = [&](const std::string& why) { return usage_error("--transform '" + s + "': " + why); };
+  auto numbers = [&](std::size_t n) {
+    std::vector<double> v;
+    std::stringstream ss(arg);
+    std::string tok;
+    while (std::getline(ss, tok, ',')) {
+      std::size_t used = 0;
+      double x = 0;
+      try {
+        x = std::stod(tok, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != tok.size()) throw bad("'" + tok + "' is not a number");
+      v.push_back(x);
+    }
+    if (v.size() != n) throw bad("expected " + std::to_string(n) + " number(s) after ':'");
+    return v;
+  };
+  if (name == "none" && arg.empty()) return t;
+  if (name == "gray" && arg.empty()) {
+    t.what = kind::gray;
+  } else if (name == "scramble") {
+    const auto v = numbers(1);
+    if (v[0] < 1 || v[0] != std::floor(v[0]) || v[0] > 64) throw bad("the grid must be a whole number from 1 to 64");
+    t.what = kind::scramble;
+    t.grid = static_cast<int>(v[0]);
+  } else if (name == "edges") {
+    t.what = kind::edges;
+    if (!arg.empty()) {
+      const auto v = numbers(3);
+      t.sigma = v[0], t.low = v[1], t.high = v[2];
+    }
+    if (!(t.sigma >= 0) || !(t.low >= 0) || !(t.high >= t.low)) throw bad("needs sigma >= 0 and 0 <= low <= high");
+  } else if (name == "silhouette") {
+    t.what = kind::silhouette;
+    if (arg.rfind("masks=", 0) == 0) {
+      t.masks = arg.substr(6);
+      if (t.masks.empty()) throw bad("masks= needs a folder");
+    } else if (!arg.empty()) {
+      t.threshold = numbers(1)[0];
+      if (!(t.threshold >= 0 && t.threshold < 1)) throw bad("the threshold must be in [0, 1)");
+    }
+  } else {
+    throw bad("not one of none, gray, scramble:G, edges[:SIGMA,LOW,HIGH], silhouette[:THRESHOLD|:masks=DIR]");
+  }
+  return t;
+}
+
+nlohmann::json transform_spec::to_json() const {
+  switch (what) {
+    case kind::gray: return {{"kind", "gray"}, {"luma", "ITU-R 601-2 (0.299, 0.587, 0.114), as PIL's L"}};
+    case kind::scramble:
+      return {{"kind", "scramble"}, {"grid", grid}, {"scheme", "uniform permutation of grid x grid patches per input id"}};
+    case kind::edges:
+      return {{"kind", "edges"}, {"sigma", sigma}, {"low", low}, {"high", high},
+              {"method", "Canny (OpenCV) on the [0,1] grayscale (0.2125, 0.7154, 0.0721, as skimage) after a Gaussian "
+                         "of sigma; L2 Sobel magnitude; white edges on black"}};
+    case kind::silhouette:
+      return masks.empty() ? nlohmann::json{{"kind", "silhouette"}, {"threshold", threshold},
+                                            {"method", "grayscale > threshold, holes filled; white object on black"}}
+                           : nlohmann::json{{"kind", "silhouette"}, {"masks", masks},
+                                            {"method", "mask PNG > 0 resized and cropped as the image; white object on black"}};
+    default: return "none";
+  }
 }
 
 nlohmann::json describe_id_list(const std::string& path, std::size_t count) {
@@ -413,6 +514,9 @@ preprocessing resolve_preprocessing(const data_options& o, int native_channels) 
   p.noise = o.noise;
   p.noise_seed = o.noise_seed;
   p.noise_clip = o.noise_clip;
+  p.transform = transform_spec::parse(o.transform);
+  p.transform_seed = o.transform_seed;
+  p.root = o.path;
   const auto c = static_cast<std::size_t>(p.channels);
   auto parse_list = [&](const std::string& s) {
     std::vector<float> v;

@@ -25,8 +25,24 @@ struct image {
 /// io_error naming the file when it is missing, of another format, or does not decode.
 image decode_image(const std::string& path);
 
+/// Writes an 8-bit image (1 or 3 channels) as PNG. Throws io_error naming the file.
+void write_png(const std::string& path, const image& img);
+
 /// Converts between 1 (luma, PIL's ITU-R 601-2 integer formula) and 3 (replicated) channels.
 image convert_channels(image img, int channels);
+
+/// A dataset variant (paper-spec §2.2), applied to each preprocessed image in [0,1].
+struct transform_spec {
+  enum class kind { none, gray, scramble, edges, silhouette } what = kind::none;
+  int grid = 2;                                    // scramble
+  double sigma = 0.4, low = 0.35, high = 0.9;      // edges (Canny on [0,1] grayscale)
+  double threshold = 0.05;                         // silhouette by thresholding
+  std::string masks;                               // silhouette from segmentation PNGs
+  /// Parses "none", "gray", "scramble:G", "edges[:S,L,H]", "silhouette[:T]", "silhouette:masks=DIR".
+  /// Throws usage_error naming the option and what is wrong.
+  static transform_spec parse(const std::string& s);
+  nlohmann::json to_json() const;
+};
 
 /// Resolved preprocessing: what is applied to every image, recorded in provenance.
 struct preprocessing {
@@ -38,6 +54,9 @@ struct preprocessing {
   double noise = 0;  // Gaussian sigma in [0,1] space, before normalisation; 0: none
   std::uint64_t noise_seed = 0;
   bool noise_clip = true;
+  transform_spec transform;
+  std::uint64_t transform_seed = 212;
+  std::string root;  // the data set's path (for silhouette masks named as the images)
   nlohmann::json to_json() const;
 };
 
@@ -67,6 +86,8 @@ class dataset {
   virtual int native_channels() const = 0;
   /// A name for messages: the image's path, or "IDX image 17 of '...'".
   virtual std::string item_name(std::size_t i) const = 0;
+  /// The image file's path, or "" when images are not files (IDX).
+  virtual std::string item_path(std::size_t) const { return {}; }
   /// Image i as stored (native channels).
   virtual image load(std::size_t i) const = 0;
   /// Format, path, size, classes, and a sha256 of the files (IDX) or of the listing (folders, lists).

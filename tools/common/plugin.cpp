@@ -41,6 +41,7 @@ const plugin_api& plugin() {
       a.train = reinterpret_cast<decltype(a.train)>(sym("shapebias_plugin_train"));
       a.libtorch_version = reinterpret_cast<decltype(a.libtorch_version)>(sym("shapebias_plugin_libtorch_version"));
       a.weights = reinterpret_cast<decltype(a.weights)>(sym("shapebias_plugin_weights"));
+      a.transform = reinterpret_cast<decltype(a.transform)>(sym("shapebias_plugin_transform"));
       return a;
     }
     throw std::runtime_error("cannot find the LibTorch plugin libshapebias_torch.so (tried " + tried + ")");

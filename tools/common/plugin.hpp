@@ -27,6 +27,8 @@ struct data_options {
   double noise = 0;             // Gaussian noise sigma added in [0,1] space (0: none)
   std::uint64_t noise_seed = 0;
   bool noise_clip = true;       // clip noisy images to [0,1]
+  std::string transform = "none";  // a dataset variant made on the fly (see transform_spec)
+  std::uint64_t transform_seed = 212;
 };
 
 struct dump_options {
@@ -76,6 +78,14 @@ struct train_options {
   std::string record;
 };
 
+struct transform_options {
+  common_options common;
+  data_options data;
+  std::string output;  // a folder
+  std::uint64_t limit = 0;
+  std::string record;
+};
+
 struct layers_options {
   common_options common;
   std::string model;
@@ -98,6 +108,7 @@ struct plugin_api {
   const char* (*libtorch_version)();
   /// The 4-D weight parameters of a TorchScript model, in the model's parameter order.
   void (*weights)(const std::string& model, std::vector<conv_weights>& out);
+  void (*transform)(const transform_options&);
 };
 
 /// Loads the plugin once (beside the executable, or in LIBDIR/shapebias when installed).

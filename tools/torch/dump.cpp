@@ -8,6 +8,8 @@
 #include <chrono>
 #include <csignal>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "common/bounded_queue.hpp"
@@ -15,6 +17,7 @@
 #include "common/endpoints.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
+#include "shapebias/io/provenance.hpp"
 #include "torch/model.hpp"
 #include "torch/pipeline.hpp"
 #include "torch/preprocess.hpp"
@@ -64,7 +67,7 @@ loaded image_batches::load(const std::vector<std::uint64_t>& ids) const {
   loaded b;
   std::vector<torch::Tensor> xs;
   for (const auto i : ids) {
-    auto x = preprocess(data_.load(i), pre_, static_cast<std::int64_t>(i));
+    auto x = preprocess(data_.load(i), pre_, static_cast<std::int64_t>(i), data_.item_path(i));
     if (!input_shape_.empty() && x.sizes() != c10::IntArrayRef(input_shape_))
       throw io_error(data_.item_name(i) + ": preprocessed to " + c10::str(x.sizes()) + ", the first image to " +
                      c10::str(c10::IntArrayRef(input_shape_)) + "; use --resize and --crop to make them equal");
@@ -151,6 +154,80 @@ double run_pipeline(const std::string& verb, const std::string& output, std::uin
                                                         quote_name(output + ".partial") + ": rerun with --resume"
                                                   : "interrupted; the stream ends without its end record");
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+namespace {
+
+/// Writes each row of a batch of [0,1] images as <label>/<id>.png under a folder, and at the end
+/// list.txt ("path label", in row order: a list-file data set with the same ids and labels).
+class png_folder_sink : public io::batch_sink {
+ public:
+  png_folder_sink(std::string dir, std::vector<int64_t> shape, std::string provenance)
+      : dir_(std::move(dir)), shape_(std::move(shape)), provenance_(std::move(provenance)) {
+    std::filesystem::remove_all(partial());
+    std::filesystem::create_directories(partial());
+  }
+  ~png_folder_sink() override {
+    if (!done_) std::filesystem::remove_all(partial());
+  }
+  void write(const io::batch_view& b) override {
+    const int64_t C = shape_[0], H = shape_[1], W = shape_[2];
+    image img{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), {}};
+    img.pixels.resize(static_cast<std::size_t>(C * H * W));
+    for (std::size_t r = 0; r < b.rows; ++r) {
+      const float* x = b.data[0] + r * static_cast<std::size_t>(C * H * W);
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < H * W; ++i)  // [C, H, W] floats → [H, W, C] bytes, rounded half up
+          img.pixels[static_cast<std::size_t>(i * C + c)] =
+              static_cast<std::uint8_t>(std::clamp(std::floor(x[c * H * W + i] * 255.f + 0.5f), 0.f, 255.f));
+      char name[32];
+      std::snprintf(name, sizeof name, "%08lld.png", static_cast<long long>(b.ids[r]));
+      const std::string rel = std::to_string(b.labels[r]) + "/" + name;
+      std::filesystem::create_directories(partial() + "/" + std::to_string(b.labels[r]));
+      write_png(partial() + "/" + rel, img);
+      list_ += rel + " " + std::to_string(b.labels[r]) + "\n";
+    }
+  }
+  void finish(const std::vector<std::string>* log) override {
+    std::ofstream(partial() + "/list.txt") << list_;
+    std::ofstream(partial() + "/provenance.json") << nlohmann::json::parse(log ? log->back() : provenance_).dump(2) << "\n";
+    std::filesystem::remove_all(dir_);
+    std::filesystem::rename(partial(), dir_);
+    done_ = true;
+  }
+
+ private:
+  std::string partial() const { return dir_ + ".partial"; }
+  std::string dir_;
+  std::vector<int64_t> shape_;
+  std::string provenance_, list_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+void run_transform_plugin(const transform_options& o) {
+  configure_threads(o.common.threads);
+  auto rec = nlohmann::json::parse(o.record);
+  const auto data = dataset::open(o.data);
+  auto pre = resolve_preprocessing(o.data, data->native_channels());
+  std::fill(pre.mean.begin(), pre.mean.end(), 0.f);  // images stay in [0,1]
+  std::fill(pre.std.begin(), pre.std.end(), 1.f);
+  image_batches images(*data, pre, o.data.ids.empty() ? std::vector<std::uint64_t>{} : read_id_list(o.data.ids, data->size()));
+  const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, images.size()) : images.size();
+  const auto head = images.load(0, 1);
+  images.set_input_shape(head.x.sizes().slice(1).vec());
+  rec["inputs"] = nlohmann::json::array({data->describe()});
+  rec["params"] = {{"preprocessing", pre.to_json()}, {"rows", n}, {"limit", o.limit},
+                   {"ids", describe_id_list(o.data.ids, images.size())},
+                   {"output", "PNG per input, <label>/<id>.png, rounded half up from [0,1]; list.txt in input order"}};
+  png_folder_sink sink(o.output, head.x.sizes().slice(1).vec(), rec.dump());
+  auto run = [](const loaded& b) { return computed{{b.x.contiguous()}, b.ids, b.labels}; };
+  const double secs = run_pipeline("transform", o.output, 0, n, o.common.batch_size, o.common.quiet, images, run, sink);
+  rec["timing"] = {{"rows", n}, {"seconds", secs}};
+  rec["finished"] = io::utc_now();
+  std::vector<std::string> log{rec.dump()};
+  sink.finish(&log);
 }
 
 void run_dump_plugin(const dump_options& o) {

@@ -20,6 +20,7 @@
 namespace shapebias::tools {
 
 void run_dump_plugin(const dump_options& o);      // dump.cpp
+void run_transform_plugin(const transform_options& o);  // dump.cpp
 void run_attack_plugin(const attack_options& o);  // attack.cpp
 void run_train_plugin(const train_options& o);    // train.cpp
 
@@ -123,6 +124,9 @@ void read_conv_weights(const std::string& path, std::vector<conv_weights>& out) 
 }  // namespace shapebias::tools
 
 extern "C" {
+void shapebias_plugin_transform(const shapebias::tools::transform_options& o) {
+  shapebias::tools::run_transform_plugin(o);
+}
 void shapebias_plugin_weights(const std::string& model, std::vector<shapebias::tools::conv_weights>& out) {
   shapebias::tools::read_conv_weights(model, out);
 }
