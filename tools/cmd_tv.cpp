@@ -341,31 +341,13 @@ void accumulate(io::batch_source& src, pass& ps, const std::vector<std::string>&
     throw io_error(quote_name(ps.input) + ": no inputs" + (ids ? " with the ids of --ids" : ""));
 }
 
-std::vector<std::string> child_args(const std::string& model, const tv_options& o, bool noisy) {
-  const auto& d = o.data;
-  std::vector<std::string> a{"dump", model, d.path, "--format", d.format, "--split", d.split,
-                             "--channels", std::to_string(d.channels), "--resize", std::to_string(d.resize),
-                             "--crop", std::to_string(d.crop), "--normalize", d.normalize, "--quiet", "-o", "-",
-                             "-@", std::to_string(o.common.threads), "--batch-size", std::to_string(o.common.batch_size),
-                             "--device", o.common.device, "-l"};
-  std::string layers;
-  for (const auto& l : o.layers) layers += (layers.empty() ? "" : ",") + l;
-  a.push_back(layers);
-  if (!d.ids.empty()) a.insert(a.end(), {"--ids", d.ids});
-  if (noisy) {
-    char sigma[32];
-    std::snprintf(sigma, sizeof sigma, "%.17g", d.noise);
-    a.insert(a.end(), {"--noise", sigma, "--noise-seed", std::to_string(d.noise_seed)});
-    if (!d.noise_clip) a.push_back("--no-noise-clip");
-  }
-  return a;
-}
-
 pass run_pass(const std::string& input, bool noisy_copy, const tv_options& o, const std::unordered_set<std::int64_t>* ids) {
   pass ps;
   if (is_model(input)) {
     ps.input = input + (noisy_copy ? " (noisy)" : "");
-    child_stream child(child_args(input, o, noisy_copy));
+    auto d = o.data;
+    if (!noisy_copy) d.noise = 0;
+    child_stream child(dump_args(input, d, o.common, o.layers));
     try {
       accumulate(child.source(), ps, o.layers, o, nullptr);
     } catch (const io_error&) {

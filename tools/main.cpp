@@ -16,6 +16,7 @@ int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
 int run_train(std::span<char*> args);
 int run_tv(std::span<char*> args);
+int run_eval(std::span<char*> args);
 int run_transform(std::span<char*> args);
 int run_view(std::span<char*> args);
 int run_version(std::span<char*> args);
@@ -34,6 +35,8 @@ const verb verbs[] = {
      shapebias::tools::run_attack},
     {"dump", "Run a model on a data set and write chosen layers' activations (HDF5 or stream)",
      shapebias::tools::run_dump},
+    {"eval", "Accuracy on a data set and its variants on the CL set, cue-conflict shape bias, ImageNet-C mCE",
+     shapebias::tools::run_eval},
     {"layers", "List a model's tappable layers with their output shapes", shapebias::tools::run_layers},
     {"train", "Train a model, standard or PGD-adversarial, and save it as TorchScript", shapebias::tools::run_train},
     {"transform", "Write a dataset variant (noise, scrambled patches, grayscale, edges, silhouettes) as images",

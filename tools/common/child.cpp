@@ -7,12 +7,36 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 
 #include "common/endpoints.hpp"
 
 namespace shapebias::tools {
+
+std::vector<std::string> dump_args(const std::string& model, const data_options& d, const common_options& c,
+                                   const std::vector<std::string>& layers) {
+  auto number = [](double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.17g", v);
+    return std::string(b);
+  };
+  std::string joined;
+  for (const auto& l : layers) joined += (joined.empty() ? "" : ",") + l;
+  std::vector<std::string> a{"dump", model, d.path, "--format", d.format, "--split", d.split,
+                             "--channels", std::to_string(d.channels), "--resize", std::to_string(d.resize),
+                             "--crop", std::to_string(d.crop), "--normalize", d.normalize,
+                             "--transform", d.transform, "--transform-seed", std::to_string(d.transform_seed),
+                             "--quiet", "-o", "-", "-@", std::to_string(c.threads),
+                             "--batch-size", std::to_string(c.batch_size), "--device", c.device, "-l", joined};
+  if (!d.ids.empty()) a.insert(a.end(), {"--ids", d.ids});
+  if (d.noise > 0) {
+    a.insert(a.end(), {"--noise", number(d.noise), "--noise-seed", std::to_string(d.noise_seed)});
+    if (!d.noise_clip) a.push_back("--no-noise-clip");
+  }
+  return a;
+}
 
 child_stream::child_stream(const std::vector<std::string>& args) {
   int out[2], err[2];

@@ -10,9 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "common/cli.hpp"
+#include "common/plugin.hpp"
 #include "shapebias/io/batch.hpp"
 
 namespace shapebias::tools {
+
+/// The arguments of `shapebias dump MODEL DATA -l LAYERS … --quiet -o -` for a data set and its
+/// preprocessing (ids, transform and noise included).
+std::vector<std::string> dump_args(const std::string& model, const data_options& d, const common_options& c,
+                                   const std::vector<std::string>& layers);
 
 class child_stream {
  public:

@@ -237,14 +237,6 @@ class idx_dataset : public dataset {
 
 // ---- image folders and list files ----------------------------------------------------------------
 
-bool torchvision_image_name(const fs::path& p) {
-  // torchvision.datasets.folder.IMG_EXTENSIONS; files with other names are not part of the set.
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  for (const char* x : {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
-    if (e == x) return true;
-  return false;
-}
 
 class file_dataset : public dataset {
  public:
@@ -332,6 +324,15 @@ class list_dataset : public file_dataset {
 };
 
 }  // namespace
+
+bool torchvision_image_name(const fs::path& p) {
+  // torchvision.datasets.folder.IMG_EXTENSIONS; files with other names are not part of the set.
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  for (const char* x : {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
+    if (e == x) return true;
+  return false;
+}
 
 void write_png(const std::string& path, const image& img) {
   std::FILE* f = std::fopen(path.c_str(), "wb");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,9 @@ struct image {
 /// Decodes a JPEG or PNG file (recognised by its first bytes, not its name) to RGB. Throws
 /// io_error naming the file when it is missing, of another format, or does not decode.
 image decode_image(const std::string& path);
+
+/// True for the file names torchvision's ImageFolder reads (its IMG_EXTENSIONS, any case).
+bool torchvision_image_name(const std::filesystem::path& p);
 
 /// Writes an 8-bit image (1 or 3 channels) as PNG. Throws io_error naming the file.
 void write_png(const std::string& path, const image& img);

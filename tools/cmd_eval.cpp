@@ -1,0 +1,537 @@
+// SPDX-License-Identifier: MIT
+// `shapebias eval`: the shape-bias experiments of paper-spec §2. Accuracy of one or more models on a
+// data set and its variants, on the set both classify correctly (ImageNet-CL); cue-conflict shape
+// bias (Geirhos); ImageNet-C mCE. Each model runs as `shapebias dump MODEL … -l logits -o -`;
+// the formulas live in include/shapebias/stats/{accuracy,shape_bias,corruption}.hpp.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "common/child.hpp"
+#include "common/data_cli.hpp"
+#include "common/dataset.hpp"
+#include "common/endpoints.hpp"
+#include "common/provenance.hpp"
+#include "shapebias/io/provenance.hpp"
+#include "shapebias/stats/accuracy.hpp"
+#include "shapebias/stats/corruption.hpp"
+#include "shapebias/stats/shape_bias.hpp"
+
+#ifndef SHAPEBIAS_SOURCE_DATA_DIR
+#define SHAPEBIAS_SOURCE_DATA_DIR ""
+#endif
+
+namespace shapebias::tools {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct eval_options {
+  common_options common;
+  std::vector<std::string> models, names{"S", "R"}, variants;
+  data_options data;
+  std::size_t k = 5;
+  std::string cue_conflict, mapping, imagenet_c, baseline, output;
+};
+
+std::string num(double v) {
+  if (std::isnan(v)) return "";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.10g", v);
+  return b;
+}
+
+/// The result of one model on one data set.
+struct run {
+  stats::topk_accuracy acc;
+  std::vector<std::int64_t> correct_ids;  // top-1 correct
+  xt::xarray<double> probs;               // [rows, K] softmax, when kept (cue-conflict)
+  std::vector<std::int64_t> ids;
+  nlohmann::json provenance;
+};
+
+/// Runs `model` on `d` through a child dump of its logits; writes the per-image logits and
+/// correctness to the store `store` (when not empty).
+run evaluate(const std::string& model, const data_options& d, const eval_options& o, const std::string& store,
+             bool keep_probs = false) {
+  child_stream child(dump_args(model, d, o.common, {"logits"}));
+  try {
+    auto& src = child.source();
+    const auto& h = src.header();
+    if (h.layers.size() != 1 || h.layers[0].shape.size() != 1)
+      throw std::runtime_error("model " + quote_name(model) + " must return [B, K] logits");
+    const std::size_t K = h.layers[0].shape[0];
+    run r{stats::topk_accuracy(K, std::min(o.k, K)), {}, {}, {}, nlohmann::json::array()};
+    std::unique_ptr<io::batch_sink> sink;
+    io::header out;
+    if (!store.empty()) {
+      out.layers = {{"logits", {K}}, {"correct_top1", {}}, {"correct_topk", {}}};
+      out.provenance = h.provenance;
+      auto rec = nlohmann::json{{"verb", "eval"}, {"params", {{"k", r.acc.k()}}}, {"started", io::utc_now()}};
+      out.provenance.push_back(rec.dump());
+      sink = open_sink(store, out, {}, false);
+    }
+    std::vector<std::vector<double>> kept;
+    while (auto b = src.next()) {
+      const auto& x = b->data[0];
+      std::vector<std::uint8_t> c1(b->rows()), ck(b->rows());
+      r.acc.update(x, b->labels.data(), c1.data(), ck.data());
+      for (std::size_t i = 0; i < b->rows(); ++i)
+        if (c1[i]) r.correct_ids.push_back(b->ids[i]);
+      r.ids.insert(r.ids.end(), b->ids.begin(), b->ids.end());
+      if (keep_probs) {
+        const auto p = stats::softmax_rows(x);
+        for (std::size_t i = 0; i < b->rows(); ++i) kept.emplace_back(p.data() + i * K, p.data() + (i + 1) * K);
+      }
+      if (sink) {
+        std::vector<float> f1(c1.begin(), c1.end()), fk(ck.begin(), ck.end());
+        io::batch_view v{b->rows(), b->ids.data(), b->labels.data(), {x.data(), f1.data(), fk.data()}};
+        sink->write(v);
+      }
+    }
+    for (const auto& rec : src.header().provenance) r.provenance.push_back(nlohmann::json::parse(rec, nullptr, false));
+    if (sink) {
+      auto log = src.header().provenance;
+      auto rec = nlohmann::json::parse(out.provenance.back());
+      rec["summary"] = {{"rows", r.acc.count()}, {"top1", r.acc.top1()}, {"topk", r.acc.topk()}};
+      log.push_back(rec.dump());
+      sink->finish(&log);
+    }
+    if (keep_probs) {
+      r.probs = xt::zeros<double>({kept.size(), K});
+      for (std::size_t i = 0; i < kept.size(); ++i) std::copy(kept[i].begin(), kept[i].end(), r.probs.data() + i * K);
+    }
+    child.finish();
+    if (r.acc.count() == 0) throw std::runtime_error(quote_name(d.path) + ": no inputs to evaluate");
+    return r;
+  } catch (const io_error&) {
+    child.finish();  // the child's own message, when it failed
+    throw;
+  }
+}
+
+/// A file under the output folder's partial copy.
+class output_folder {
+ public:
+  explicit output_folder(std::string dir) : dir_(std::move(dir)) {
+    fs::remove_all(partial());
+    std::error_code ec;
+    fs::create_directories(partial() + "/stores", ec);
+    if (ec) throw io_error(quote_name(dir_) + ": cannot create the output folder: " + ec.message());
+  }
+  ~output_folder() {
+    if (!done_) fs::remove_all(partial());
+  }
+  std::string path(const std::string& name) const { return partial() + "/" + name; }
+  std::ofstream open(const std::string& name) const {
+    std::ofstream f(path(name));
+    if (!f) throw io_error(quote_name(dir_ + "/" + name) + ": cannot write");
+    return f;
+  }
+  void commit() {
+    fs::remove_all(dir_);
+    fs::rename(partial(), dir_);
+    done_ = true;
+  }
+
+ private:
+  std::string partial() const { return dir_ + ".partial"; }
+  std::string dir_;
+  bool done_ = false;
+};
+
+std::string stem_key(const fs::path& rel) { return (rel.parent_path() / rel.stem()).generic_string(); }
+
+/// An external variant folder (e.g. Stylized-ImageNet) as a list file whose line i is clean input
+/// i's counterpart: for folder and list data sets, the file with the same relative path (any image
+/// extension); for IDX, a list.txt written by `shapebias transform` with the same labels.
+std::string variant_list(const std::string& name, const std::string& folder, const data_options& clean,
+                         const std::string& out) {
+  const auto data = dataset::open(clean);
+  std::ofstream list(out);
+  if (!fs::is_directory(folder)) throw io_error(quote_name(folder) + ": variant '" + name + "' is not a folder");
+  if (data->item_path(0).empty()) {  // IDX: a transform's list.txt
+    data_options v;
+    v.path = folder + "/list.txt";
+    v.format = "list";
+    const auto var = dataset::open(v);
+    if (var->size() != data->size())
+      throw io_error(quote_name(folder) + ": variant '" + name + "' has " + std::to_string(var->size()) + " inputs, the clean set " +
+                     std::to_string(data->size()));
+    for (std::size_t i = 0; i < data->size(); ++i) {
+      if (var->label(i) != data->label(i))
+        throw io_error(quote_name(folder) + ": variant '" + name + "' input " + std::to_string(i) + " has label " +
+                       std::to_string(var->label(i)) + ", the clean set " + std::to_string(data->label(i)));
+      list << fs::absolute(var->item_path(i)).string() << " " << var->label(i) << "\n";
+    }
+    return out;
+  }
+  const fs::path root = fs::is_directory(clean.path) ? fs::path(clean.path) : fs::path(clean.path).parent_path();
+  std::map<std::string, std::string> files;  // relative path without extension → file
+  for (const auto& e : fs::recursive_directory_iterator(folder))
+    if (e.is_regular_file()) files[stem_key(fs::relative(e.path(), folder))] = e.path().string();
+  std::size_t matched = 0;
+  for (std::size_t i = 0; i < data->size(); ++i) {
+    const auto key = stem_key(fs::path(data->item_path(i)).lexically_relative(root));
+    auto it = files.find(key);
+    if (it == files.end())
+      throw io_error(quote_name(folder) + ": variant '" + name + "' has no image for clean input " + std::to_string(i) +
+                     " ('" + key + ".*')");
+    list << fs::absolute(it->second).string() << " " << data->label(i) << "\n";
+    ++matched;
+  }
+  if (matched != files.size())
+    throw io_error(quote_name(folder) + ": variant '" + name + "' has " + std::to_string(files.size() - matched) +
+                   " file(s) that match no clean input");
+  return out;
+}
+
+stats::coarse_mapping read_mapping(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw io_error(quote_name(path) + ": cannot open the class mapping: " + std::strerror(errno));
+  const auto j = nlohmann::json::parse(in, nullptr, false);
+  const auto* members = j.is_object() ? (j.contains("indices") ? &j["indices"] : j.contains("imagenet_indices") ? &j["imagenet_indices"] : nullptr) : nullptr;
+  if (!j.is_object() || !j.contains("categories") || !j["categories"].is_array() || !members || !members->is_object())
+    throw io_error(quote_name(path) + ": not a class mapping (expected {\"categories\": [...], \"indices\": {category: [class, ...]}})");
+  stats::coarse_mapping m;
+  for (const auto& c : j["categories"]) {
+    if (!c.is_string()) throw io_error(quote_name(path) + ": category names must be strings");
+    const auto name = c.get<std::string>();
+    if (!members->contains(name)) throw io_error(quote_name(path) + ": category '" + name + "' has no class list");
+    std::vector<std::size_t> idx;
+    for (const auto& v : (*members)[name]) {
+      if (!v.is_number_unsigned()) throw io_error(quote_name(path) + ": category '" + name + "' lists a class that is not an index");
+      idx.push_back(v.get<std::size_t>());
+    }
+    m.categories.push_back(name);
+    m.members.push_back(std::move(idx));
+  }
+  for (const auto& [k, v] : members->items())
+    if (!m.find(k)) throw io_error(quote_name(path) + ": class list for '" + k + "', which is not in \"categories\"");
+  return m;
+}
+
+std::string default_mapping() {
+  const fs::path exe = fs::read_symlink("/proc/self/exe").parent_path();
+  for (const auto& p : {exe / "../share/shapebias/imagenet16_categories.json",
+                        fs::path(SHAPEBIAS_SOURCE_DATA_DIR) / "imagenet16_categories.json"})
+    if (fs::exists(p)) return p.string();
+  throw io_error("cannot find imagenet16_categories.json (give --mapping)");
+}
+
+/// Cue-conflict stimuli: every image file under `dir`, named <shape><n>-<texture><m>.<ext>.
+struct stimuli {
+  std::string list;  // a list file: path, shape category
+  std::vector<std::size_t> shape, texture;
+};
+
+stimuli read_stimuli(const std::string& dir, const stats::coarse_mapping& m, const std::string& list_path) {
+  if (!fs::is_directory(dir)) throw io_error(quote_name(dir) + ": the cue-conflict stimuli are not a folder");
+  std::vector<fs::path> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && torchvision_image_name(e.path())) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) throw io_error(quote_name(dir) + ": no images");
+  static const std::regex name_re(R"(^([A-Za-z_ ]+?)\d+-([A-Za-z_ ]+?)\d+$)");
+  stimuli s{list_path, {}, {}};
+  std::ofstream list(list_path);
+  for (const auto& f : files) {
+    std::smatch mt;
+    const std::string stem = f.stem().string();
+    if (!std::regex_match(stem, mt, name_re))
+      throw io_error(quote_name(f.string()) + ": not a cue-conflict name <shape><n>-<texture><m>");
+    const auto sh = m.find(mt[1].str()), tx = m.find(mt[2].str());
+    if (!sh || !tx)
+      throw io_error(quote_name(f.string()) + ": class '" + (!sh ? mt[1].str() : mt[2].str()) + "' is not in the mapping");
+    s.shape.push_back(*sh);
+    s.texture.push_back(*tx);
+    list << fs::absolute(f).string() << " " << *sh << "\n";
+  }
+  return s;
+}
+
+}  // namespace
+
+int run_eval(std::span<char*> args) {
+  eval_options o;
+  CLI::App app{
+      "Accuracy of one or more models (S first, then R) on a data set and its variants (paper-spec §2), on\n"
+      "the inputs that every model classifies correctly when clean (ImageNet-CL, written as cl_ids.txt);\n"
+      "cue-conflict shape bias; ImageNet-C corruption errors. Each model runs as 'shapebias dump … -l logits'.\n\n"
+      "Examples:\n"
+      "  shapebias eval S.pt R.pt /usr/share/datasets/fashion-mnist --normalize 0.286/0.353 \\\n"
+      "      --variant noise=noise:0.1 --variant scrambled=scramble:2 --variant edges=edges -o eval/\n"
+      "  shapebias eval S.pt R.pt imagenet/val --resize 256 --crop 224 --normalize imagenet \\\n"
+      "      --variant stylized=folder:stylized-imagenet/val --cue-conflict cue-conflict/ \\\n"
+      "      --imagenet-c imagenet-c/ --baseline alexnet_c.csv -o eval/",
+      "shapebias eval"};
+  app.add_option("models", o.models, "TorchScript models")->required()->group("Input");
+  add_data_options(app, o.data, true);
+  // The data set is the last positional argument.
+  app.get_option("data")->required(false);
+  app.add_option("--names", o.names, "Names of the models, comma-separated")->delimiter(',')->group("Input")
+      ->capture_default_str();
+  app.add_option("--variant", o.variants,
+                 "NAME=SPEC: a variant evaluated on the CL inputs. SPEC is a --transform spec (gray, scramble:G, "
+                 "edges, silhouette[:T]), noise:SIGMA, or folder:DIR (an external variant with the clean set's file "
+                 "names, or a 'shapebias transform' output for IDX data)")
+      ->group("Variants");
+  app.add_option("-k,--top-k", o.k, "k of top-k accuracy")->check(CLI::PositiveNumber)->group("Variants")->capture_default_str();
+  app.add_option("--cue-conflict", o.cue_conflict, "Folder of cue-conflict stimuli named <shape><n>-<texture><m>.png")
+      ->group("Shape bias");
+  app.add_option("--mapping", o.mapping, "Coarse class mapping JSON {categories, indices} [data/imagenet16_categories.json]")
+      ->group("Shape bias");
+  app.add_option("--imagenet-c", o.imagenet_c, "ImageNet-C root: CORRUPTION/SEVERITY/CLASS/images")->group("ImageNet-C");
+  app.add_option("--baseline", o.baseline, "CSV corruption,severity,accuracy of the baseline model (AlexNet)")
+      ->group("ImageNet-C");
+  app.add_option("-o,--output", o.output, "Output folder")->required()->group("Output");
+  add_common_options(app, o.common);
+  if (!parse(app, args)) return 0;
+  // models… data: the last positional is the data set.
+  if (o.data.path.empty()) {
+    if (o.models.size() < 2) throw usage_error("give one or more models and then the data set");
+    o.data.path = o.models.back();
+    o.models.pop_back();
+  }
+  if (o.names.size() < o.models.size())
+    throw usage_error("--names: " + std::to_string(o.names.size()) + " names for " + std::to_string(o.models.size()) + " models");
+  o.names.resize(o.models.size());
+  if (!o.imagenet_c.empty() && o.baseline.empty()) throw usage_error("--imagenet-c needs --baseline");
+  transform_spec::parse(o.data.transform);
+  struct variant {
+    std::string name, spec;
+  };
+  std::vector<variant> variants;
+  for (const auto& v : o.variants) {
+    const auto eq = v.find('=');
+    if (eq == std::string::npos || eq == 0) throw usage_error("--variant '" + v + "': expected NAME=SPEC");
+    variant x{v.substr(0, eq), v.substr(eq + 1)};
+    if (x.spec.rfind("noise:", 0) == 0) {
+      try {
+        if (std::stod(x.spec.substr(6)) <= 0) throw std::invalid_argument("");
+      } catch (const std::exception&) {
+        throw usage_error("--variant '" + v + "': noise:SIGMA needs a positive number");
+      }
+    } else if (x.spec.rfind("folder:", 0) != 0) {
+      transform_spec::parse(x.spec);
+    }
+    if (x.name == "clean" || std::any_of(variants.begin(), variants.end(), [&](const variant& y) { return y.name == x.name; }))
+      throw usage_error("--variant '" + v + "': the name '" + x.name + "' is taken");
+    variants.push_back(x);
+  }
+  auto rec = start_record("eval", args);
+  output_folder out(o.output);
+  nlohmann::json inputs = nlohmann::json::object();
+  auto store = [&](const std::string& variant, std::size_t m) {
+    return out.path("stores/" + variant + "-" + o.names[m] + ".h5");
+  };
+
+  // 1. Clean accuracy, and the CL set: the inputs every model gets right (top-1).
+  std::vector<run> clean;
+  for (std::size_t m = 0; m < o.models.size(); ++m) clean.push_back(evaluate(o.models[m], o.data, o, store("clean", m)));
+  std::vector<std::vector<std::int64_t>> correct;
+  for (const auto& r : clean) correct.push_back(r.correct_ids);
+  const auto cl = stats::intersect_correct(correct);
+  {
+    auto f = out.open("cl_ids.txt");
+    f << "# inputs that every model (" << nlohmann::json(o.names).dump() << ") classifies correctly, top-1, clean\n";
+    for (auto id : cl) f << id << "\n";
+  }
+  std::fprintf(stderr, "eval: clean top-1 %s; CL set %zu of %llu inputs\n",
+               [&] {
+                 std::string s;
+                 for (std::size_t m = 0; m < clean.size(); ++m)
+                   s += (m ? ", " : "") + o.names[m] + " " + num(100 * clean[m].acc.top1()) + "%";
+                 return s;
+               }().c_str(),
+               cl.size(), static_cast<unsigned long long>(clean[0].acc.count()));
+
+  // 2. Variants on the CL set.
+  std::ostringstream table;
+  table << "variant,inputs";
+  for (const auto& n : o.names) table << ",top1_" << n;
+  for (const auto& n : o.names) table << ",top" << std::min<std::size_t>(o.k, clean[0].acc.classes()) << "_" << n;
+  table << "\n";
+  nlohmann::json jtable = nlohmann::json::array();
+  auto row = [&](const std::string& name, const std::vector<const stats::topk_accuracy*>& accs) {
+    table << name << "," << accs[0]->count();
+    nlohmann::json j{{"variant", name}, {"inputs", accs[0]->count()}};
+    for (std::size_t m = 0; m < accs.size(); ++m) {
+      table << "," << num(accs[m]->top1());
+      j["top1"][o.names[m]] = accs[m]->top1();
+    }
+    for (std::size_t m = 0; m < accs.size(); ++m) {
+      table << "," << num(accs[m]->topk());
+      j["topk"][o.names[m]] = accs[m]->topk();
+    }
+    table << "\n";
+    jtable.push_back(j);
+  };
+  {
+    std::vector<const stats::topk_accuracy*> accs;
+    for (const auto& r : clean) accs.push_back(&r.acc);
+    row("clean (all inputs)", accs);
+  }
+  if (!cl.empty()) {
+    auto on_cl = o.data;
+    on_cl.ids = out.path("cl_ids.txt");
+    auto eval_variant = [&](const std::string& name, data_options d) {
+      std::vector<run> runs;
+      std::vector<const stats::topk_accuracy*> accs;
+      for (std::size_t m = 0; m < o.models.size(); ++m) runs.push_back(evaluate(o.models[m], d, o, store(name, m)));
+      for (const auto& r : runs) accs.push_back(&r.acc);
+      row(name, accs);
+    };
+    eval_variant("clean", on_cl);
+    for (const auto& v : variants) {
+      auto d = on_cl;
+      if (v.spec.rfind("noise:", 0) == 0) {
+        d.noise = std::stod(v.spec.substr(6));
+      } else if (v.spec.rfind("folder:", 0) == 0) {
+        d.path = variant_list(v.name, v.spec.substr(7), o.data, out.path("variant-" + v.name + ".txt"));
+        d.format = "list";
+      } else {
+        d.transform = v.spec;
+      }
+      eval_variant(v.name, d);
+    }
+  } else if (!variants.empty()) {
+    std::fprintf(stderr, "eval: the CL set is empty: no variant is evaluated\n");
+  }
+  out.open("accuracy.csv") << table.str();
+
+  // 3. Cue-conflict shape bias.
+  if (!o.cue_conflict.empty()) {
+    const auto mapping_path = o.mapping.empty() ? default_mapping() : o.mapping;
+    const auto mapping = read_mapping(mapping_path);
+    const auto s = read_stimuli(o.cue_conflict, mapping, out.path("cue-conflict.txt"));
+    std::ostringstream csv;
+    csv << "model,category,shape_decisions,texture_decisions,neither,excluded,shape_bias\n";
+    for (std::size_t m = 0; m < o.models.size(); ++m) {
+      auto d = o.data;
+      d.path = s.list;
+      d.format = "list";
+      d.ids.clear();
+      d.transform = "none";
+      d.noise = 0;
+      auto r = evaluate(o.models[m], d, o, store("cue-conflict", m), true);
+      try {
+        mapping.check(r.probs.shape()[1]);
+      } catch (const std::invalid_argument& e) {
+        throw io_error(quote_name(mapping_path) + ": " + e.what() + " (model " + quote_name(o.models[m]) + " has " +
+                       std::to_string(r.probs.shape()[1]) + " outputs)");
+      }
+      stats::shape_bias_accumulator acc(mapping);
+      std::vector<std::size_t> sh, tx;
+      for (auto id : r.ids) {
+        sh.push_back(s.shape[static_cast<std::size_t>(id)]);
+        tx.push_back(s.texture[static_cast<std::size_t>(id)]);
+      }
+      acc.update(r.probs, sh.data(), tx.data());
+      csv << o.names[m] << ",all," << acc.shape_decisions() << "," << acc.texture_decisions() << "," << acc.neither() << ","
+          << acc.excluded() << "," << num(acc.shape_bias()) << "\n";
+      for (std::size_t c = 0; c < acc.categories(); ++c)
+        csv << o.names[m] << "," << mapping.categories[c] << "," << acc.shape_decisions(c) << "," << acc.texture_decisions(c)
+            << "," << acc.neither(c) << "," << acc.excluded(c) << "," << num(acc.shape_bias(c)) << "\n";
+      rec["shape_bias"][o.names[m]] = acc.shape_bias();
+    }
+    out.open("shape_bias.csv") << csv.str();
+    rec["params"]["mapping"] = {{"path", mapping_path}, {"sha256", sha256_file(mapping_path)}};
+  }
+
+  // 4. ImageNet-C.
+  if (!o.imagenet_c.empty()) {
+    stats::corruption_table baseline;
+    {
+      std::ifstream in(o.baseline);
+      if (!in) throw io_error(quote_name(o.baseline) + ": cannot open: " + std::strerror(errno));
+      std::string line;
+      for (std::size_t no = 1; std::getline(in, line); ++no) {
+        if (line.empty() || line[0] == '#' || line.rfind("corruption,", 0) == 0) continue;
+        std::stringstream ss(line);
+        std::string c, sv, a;
+        std::getline(ss, c, ',');
+        std::getline(ss, sv, ',');
+        std::getline(ss, a, ',');
+        try {
+          std::size_t u1 = 0, u2 = 0;
+          const int sev = std::stoi(sv, &u1);
+          const double acc = std::stod(a, &u2);
+          if (u1 != sv.size() || u2 != a.size() || c.empty()) throw std::invalid_argument("");
+          baseline.accuracy[c][sev] = acc;
+        } catch (const std::exception&) {
+          throw io_error(quote_name(o.baseline) + " line " + std::to_string(no) + ": expected corruption,severity,accuracy");
+        }
+      }
+    }
+    if (!fs::is_directory(o.imagenet_c)) throw io_error(quote_name(o.imagenet_c) + ": not a folder");
+    std::vector<std::pair<std::string, int>> sets;
+    for (const auto& c : fs::directory_iterator(o.imagenet_c)) {
+      if (!c.is_directory()) continue;
+      for (const auto& s : fs::directory_iterator(c.path())) {
+        const auto n = s.path().filename().string();
+        if (s.is_directory() && !n.empty() && std::all_of(n.begin(), n.end(), ::isdigit))
+          sets.emplace_back(c.path().filename().string(), std::stoi(n));
+      }
+    }
+    std::sort(sets.begin(), sets.end());
+    if (sets.empty()) throw io_error(quote_name(o.imagenet_c) + ": no CORRUPTION/SEVERITY folders");
+    std::ostringstream acc_csv, ce_csv;
+    acc_csv << "model,corruption,severity,inputs,top1\n";
+    ce_csv << "model,corruption,ce\n";
+    for (std::size_t m = 0; m < o.models.size(); ++m) {
+      stats::corruption_table t;
+      for (const auto& [c, s] : sets) {
+        auto d = o.data;
+        d.path = (fs::path(o.imagenet_c) / c / std::to_string(s)).string();
+        d.format = "folder";
+        d.ids.clear();
+        d.transform = "none";
+        d.noise = 0;
+        const auto r = evaluate(o.models[m], d, o, "");
+        t.accuracy[c][s] = r.acc.top1();
+        acc_csv << o.names[m] << "," << c << "," << s << "," << r.acc.count() << "," << num(r.acc.top1()) << "\n";
+      }
+      stats::corruption_errors e;
+      try {
+        e = stats::mean_corruption_error(t, baseline);
+      } catch (const std::invalid_argument& x) {
+        throw io_error(quote_name(o.imagenet_c) + " against " + quote_name(o.baseline) + ": " + x.what());
+      }
+      for (const auto& [c, v] : e.ce) ce_csv << o.names[m] << "," << c << "," << num(v) << "\n";
+      ce_csv << o.names[m] << ",mCE," << num(e.mce) << "\n";
+      rec["mce"][o.names[m]] = e.mce;
+    }
+    out.open("imagenet_c_accuracy.csv") << acc_csv.str();
+    out.open("imagenet_c_ce.csv") << ce_csv.str();
+    rec["params"]["baseline"] = {{"path", o.baseline}, {"sha256", sha256_file(o.baseline)}};
+  }
+
+  rec["params"]["models"] = nlohmann::json::array();
+  for (std::size_t m = 0; m < o.models.size(); ++m)
+    rec["params"]["models"].push_back({{"name", o.names[m]}, {"path", o.models[m]}, {"sha256", sha256_file(o.models[m])}});
+  rec["params"]["variants"] = o.variants;
+  rec["params"]["k"] = o.k;
+  rec["params"]["cl_inputs"] = cl.size();
+  rec["inputs"] = clean[0].provenance.empty() ? nlohmann::json(nullptr) : clean[0].provenance.back()["inputs"];
+  rec["finished"] = io::utc_now();
+  out.open("accuracy.json") << nlohmann::json{{"table", jtable}, {"provenance", rec}}.dump(2) << "\n";
+  out.open("provenance.json") << rec.dump(2) << "\n";
+  out.commit();
+  std::cout << table.str();
+  return 0;
+}
+
+}  // namespace shapebias::tools
