@@ -327,7 +327,7 @@ int run_eval(std::span<char*> args) {
     } else if (x.spec.rfind("folder:", 0) != 0) {
       transform_spec::parse(x.spec);
     }
-    if (x.name == "clean" || std::any_of(variants.begin(), variants.end(), [&](const variant& y) { return y.name == x.name; }))
+    if (x.name == "clean" || x.name == "all" || x.name == "cue-conflict" || std::any_of(variants.begin(), variants.end(), [&](const variant& y) { return y.name == x.name; }))
       throw usage_error("--variant '" + v + "': the name '" + x.name + "' is taken");
     variants.push_back(x);
   }
@@ -340,7 +340,7 @@ int run_eval(std::span<char*> args) {
 
   // 1. Clean accuracy, and the CL set: the inputs every model gets right (top-1).
   std::vector<run> clean;
-  for (std::size_t m = 0; m < o.models.size(); ++m) clean.push_back(evaluate(o.models[m], o.data, o, store("clean", m)));
+  for (std::size_t m = 0; m < o.models.size(); ++m) clean.push_back(evaluate(o.models[m], o.data, o, store("all", m)));
   std::vector<std::vector<std::int64_t>> correct;
   for (const auto& r : clean) correct.push_back(r.correct_ids);
   const auto cl = stats::intersect_correct(correct);
