@@ -3,12 +3,10 @@
 // data set and its variants, on the set both classify correctly (ImageNet-CL); cue-conflict shape
 // bias (Geirhos); ImageNet-C mCE. Each model runs as `shapebias dump MODEL … -l logits -o -`;
 // the formulas live in include/shapebias/stats/{accuracy,shape_bias,corruption}.hpp.
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,13 +14,13 @@
 #include <map>
 #include <optional>
 #include <regex>
-#include <set>
 #include <sstream>
 
 #include "common/child.hpp"
 #include "common/data_cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
+#include "common/output_folder.hpp"
 #include "common/provenance.hpp"
 #include "shapebias/io/provenance.hpp"
 #include "shapebias/stats/accuracy.hpp"
@@ -45,13 +43,6 @@ struct eval_options {
   std::size_t k = 5;
   std::string cue_conflict, mapping, imagenet_c, baseline, output;
 };
-
-std::string num(double v) {
-  if (std::isnan(v)) return "";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.10g", v);
-  return b;
-}
 
 /// The result of one model on one data set.
 struct run {
@@ -121,36 +112,6 @@ run evaluate(const std::string& model, const data_options& d, const eval_options
     throw;
   }
 }
-
-/// A file under the output folder's partial copy.
-class output_folder {
- public:
-  explicit output_folder(std::string dir) : dir_(std::move(dir)) {
-    fs::remove_all(partial());
-    std::error_code ec;
-    fs::create_directories(partial() + "/stores", ec);
-    if (ec) throw io_error(quote_name(dir_) + ": cannot create the output folder: " + ec.message());
-  }
-  ~output_folder() {
-    if (!done_) fs::remove_all(partial());
-  }
-  std::string path(const std::string& name) const { return partial() + "/" + name; }
-  std::ofstream open(const std::string& name) const {
-    std::ofstream f(path(name));
-    if (!f) throw io_error(quote_name(dir_ + "/" + name) + ": cannot write");
-    return f;
-  }
-  void commit() {
-    fs::remove_all(dir_);
-    fs::rename(partial(), dir_);
-    done_ = true;
-  }
-
- private:
-  std::string partial() const { return dir_ + ".partial"; }
-  std::string dir_;
-  bool done_ = false;
-};
 
 std::string stem_key(const fs::path& rel) { return (rel.parent_path() / rel.stem()).generic_string(); }
 
@@ -325,15 +286,19 @@ int run_eval(std::span<char*> args) {
         throw usage_error("--variant '" + v + "': noise:SIGMA needs a positive number");
       }
     } else if (x.spec.rfind("folder:", 0) != 0) {
-      transform_spec::parse(x.spec);
+      try {
+        transform_spec::parse(x.spec);
+      } catch (const usage_error& e) {
+        const std::string why = e.what();
+        throw usage_error("--variant '" + v + "': " + why.substr(why.find("': ") + 3));
+      }
     }
     if (x.name == "clean" || x.name == "all" || x.name == "cue-conflict" || std::any_of(variants.begin(), variants.end(), [&](const variant& y) { return y.name == x.name; }))
       throw usage_error("--variant '" + v + "': the name '" + x.name + "' is taken");
     variants.push_back(x);
   }
   auto rec = start_record("eval", args);
-  output_folder out(o.output);
-  nlohmann::json inputs = nlohmann::json::object();
+  output_folder out(o.output, {"stores"});
   auto store = [&](const std::string& variant, std::size_t m) {
     return out.path("stores/" + variant + "-" + o.names[m] + ".h5");
   };
@@ -349,11 +314,12 @@ int run_eval(std::span<char*> args) {
     f << "# inputs that every model (" << nlohmann::json(o.names).dump() << ") classifies correctly, top-1, clean\n";
     for (auto id : cl) f << id << "\n";
   }
-  std::fprintf(stderr, "eval: clean top-1 %s; CL set %zu of %llu inputs\n",
+  if (!o.common.quiet)
+    std::fprintf(stderr, "eval: clean top-1 %s; CL set %zu of %llu inputs\n",
                [&] {
                  std::string s;
                  for (std::size_t m = 0; m < clean.size(); ++m)
-                   s += (m ? ", " : "") + o.names[m] + " " + num(100 * clean[m].acc.top1()) + "%";
+                   s += (m ? ", " : "") + o.names[m] + " " + csv_number(100 * clean[m].acc.top1()) + "%";
                  return s;
                }().c_str(),
                cl.size(), static_cast<unsigned long long>(clean[0].acc.count()));
@@ -369,11 +335,11 @@ int run_eval(std::span<char*> args) {
     table << name << "," << accs[0]->count();
     nlohmann::json j{{"variant", name}, {"inputs", accs[0]->count()}};
     for (std::size_t m = 0; m < accs.size(); ++m) {
-      table << "," << num(accs[m]->top1());
+      table << "," << csv_number(accs[m]->top1());
       j["top1"][o.names[m]] = accs[m]->top1();
     }
     for (std::size_t m = 0; m < accs.size(); ++m) {
-      table << "," << num(accs[m]->topk());
+      table << "," << csv_number(accs[m]->topk());
       j["topk"][o.names[m]] = accs[m]->topk();
     }
     table << "\n";
@@ -441,10 +407,10 @@ int run_eval(std::span<char*> args) {
       }
       acc.update(r.probs, sh.data(), tx.data());
       csv << o.names[m] << ",all," << acc.shape_decisions() << "," << acc.texture_decisions() << "," << acc.neither() << ","
-          << acc.excluded() << "," << num(acc.shape_bias()) << "\n";
+          << acc.excluded() << "," << csv_number(acc.shape_bias()) << "\n";
       for (std::size_t c = 0; c < acc.categories(); ++c)
         csv << o.names[m] << "," << mapping.categories[c] << "," << acc.shape_decisions(c) << "," << acc.texture_decisions(c)
-            << "," << acc.neither(c) << "," << acc.excluded(c) << "," << num(acc.shape_bias(c)) << "\n";
+            << "," << acc.neither(c) << "," << acc.excluded(c) << "," << csv_number(acc.shape_bias(c)) << "\n";
       rec["shape_bias"][o.names[m]] = acc.shape_bias();
     }
     out.open("shape_bias.csv") << csv.str();
@@ -488,6 +454,19 @@ int run_eval(std::span<char*> args) {
     }
     std::sort(sets.begin(), sets.end());
     if (sets.empty()) throw io_error(quote_name(o.imagenet_c) + ": no CORRUPTION/SEVERITY folders");
+    // Labels are class folder positions: every set must have the same class folders.
+    nlohmann::json classes;
+    for (const auto& [c, s] : sets) {
+      data_options d;
+      d.path = (fs::path(o.imagenet_c) / c / std::to_string(s)).string();
+      d.format = "folder";
+      const auto here = dataset::open(d)->describe()["classes"];
+      if (classes.is_null()) classes = here;
+      else if (here != classes)
+        throw io_error(quote_name(d.path) + ": its class folders differ from those of " +
+                       quote_name((fs::path(o.imagenet_c) / sets[0].first / std::to_string(sets[0].second)).string()) +
+                       " (labels are class folder positions)");
+    }
     std::ostringstream acc_csv, ce_csv;
     acc_csv << "model,corruption,severity,inputs,top1\n";
     ce_csv << "model,corruption,ce\n";
@@ -502,7 +481,7 @@ int run_eval(std::span<char*> args) {
         d.noise = 0;
         const auto r = evaluate(o.models[m], d, o, "");
         t.accuracy[c][s] = r.acc.top1();
-        acc_csv << o.names[m] << "," << c << "," << s << "," << r.acc.count() << "," << num(r.acc.top1()) << "\n";
+        acc_csv << o.names[m] << "," << c << "," << s << "," << r.acc.count() << "," << csv_number(r.acc.top1()) << "\n";
       }
       stats::corruption_errors e;
       try {
@@ -510,8 +489,8 @@ int run_eval(std::span<char*> args) {
       } catch (const std::invalid_argument& x) {
         throw io_error(quote_name(o.imagenet_c) + " against " + quote_name(o.baseline) + ": " + x.what());
       }
-      for (const auto& [c, v] : e.ce) ce_csv << o.names[m] << "," << c << "," << num(v) << "\n";
-      ce_csv << o.names[m] << ",mCE," << num(e.mce) << "\n";
+      for (const auto& [c, v] : e.ce) ce_csv << o.names[m] << "," << c << "," << csv_number(v) << "\n";
+      ce_csv << o.names[m] << ",mCE," << csv_number(e.mce) << "\n";
       rec["mce"][o.names[m]] = e.mce;
     }
     out.open("imagenet_c_accuracy.csv") << acc_csv.str();

@@ -23,6 +23,8 @@ int run_transform(std::span<char*> args) {
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
   transform_spec::parse(o.data.transform);  // a malformed spec is a usage error, before any work
+  if (o.data.normalize != "none")
+    throw usage_error("--normalize: transform writes images in [0,1]; normalisation belongs to the model's input");
   if (o.data.transform == "none" && o.data.noise == 0)
     throw usage_error("nothing to do: give --transform and/or --noise");
   o.record = start_record("transform", args).dump();

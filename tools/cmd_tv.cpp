@@ -25,6 +25,7 @@
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
+#include "common/output_folder.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
 #include "common/rng.hpp"
@@ -61,14 +62,6 @@ std::string shape_str(const std::vector<std::size_t>& s) {
   return r + "]";
 }
 
-/// A CSV number: shortest round-trip form; empty for NaN (no value).
-std::string num(double v) {
-  if (std::isnan(v)) return "";
-  char b[32];
-  std::snprintf(b, sizeof b, "%.10g", v);
-  return b;
-}
-
 bool is_model(const std::string& path) {
   // TorchScript files are zip archives ("PK\3\4"); stores and streams have their own magic.
   std::ifstream f(path, std::ios::binary);
@@ -76,40 +69,7 @@ bool is_model(const std::string& path) {
   return f.read(m, 4) && std::string(m, 4) == std::string("PK\3\4", 4);
 }
 
-/// Output: DIR.partial/ filled, then renamed to DIR; or, without -o, the main table on stdout.
-class output_dir {
- public:
-  explicit output_dir(std::string dir) : dir_(std::move(dir)) {
-    if (dir_.empty()) return;
-    fs::remove_all(partial());
-    std::error_code ec;
-    fs::create_directories(partial(), ec);
-    if (ec) throw io_error(quote_name(dir_) + ": cannot create the output folder: " + ec.message());
-  }
-  ~output_dir() {
-    if (!dir_.empty() && !done_) fs::remove_all(partial());
-  }
-  bool to_stdout() const { return dir_.empty(); }
-  std::string path(const std::string& name) const { return partial() + "/" + name; }
-  std::ofstream open(const std::string& name) const {
-    std::ofstream f(path(name));
-    if (!f) throw io_error(quote_name(dir_ + "/" + name) + ": cannot write");
-    return f;
-  }
-  void commit() {
-    if (dir_.empty()) return;
-    fs::remove_all(dir_);
-    fs::rename(partial(), dir_);
-    done_ = true;
-  }
-
- private:
-  std::string partial() const { return dir_ + ".partial"; }
-  std::string dir_;
-  bool done_ = false;
-};
-
-void write_provenance(const output_dir& out, const nlohmann::json& prov, hid_t h5, const std::string& h5name) {
+void write_provenance(const output_folder& out, const nlohmann::json& prov, hid_t h5, const std::string& h5name) {
   out.open("provenance.json") << prov.dump(2) << "\n";
   io::h5::write_attribute(h5, "provenance", prov.dump(), h5name);
 }
@@ -200,9 +160,9 @@ void run_filters(const tv_options& o, nlohmann::json rec) {
   for (std::size_t l = 0; l < nets[0].size(); ++l) {
     const auto& s = nets[0][l].shape;
     t << nets[0][l].name << "," << s[2] << "x" << s[3] << "," << s[1] << "," << s[0];
-    for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(nets[k][l].mean_tv) << "," << num(nets[k][l].sd_tv);
+    for (std::size_t k = 0; k < nets.size(); ++k) t << "," << csv_number(nets[k][l].mean_tv) << "," << csv_number(nets[k][l].sd_tv);
     if (o.spectrum)
-      for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(nets[k][l].mean_hf);
+      for (std::size_t k = 0; k < nets.size(); ++k) t << "," << csv_number(nets[k][l].mean_hf);
     t << "\n";
     channels += static_cast<double>(s[0]);
     for (std::size_t k = 0; k < nets.size(); ++k) {
@@ -212,9 +172,9 @@ void run_filters(const tv_options& o, nlohmann::json rec) {
   }
   // The network-level number of §3.2: Σ Mean_TV_l · Channels_l / Σ Channels_l.
   t << "network,,," << channels;
-  for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(wsum[k] / channels) << ",";
+  for (std::size_t k = 0; k < nets.size(); ++k) t << "," << csv_number(wsum[k] / channels) << ",";
   if (o.spectrum)
-    for (std::size_t k = 0; k < nets.size(); ++k) t << "," << num(whf[k] / channels);
+    for (std::size_t k = 0; k < nets.size(); ++k) t << "," << csv_number(whf[k] / channels);
   t << "\n";
 
   rec["params"] = {{"mode", "weights"},          {"beta", o.beta},          {"norm", o.norm},
@@ -222,18 +182,18 @@ void run_filters(const tv_options& o, nlohmann::json rec) {
                    {"cutoff", o.cutoff},         {"filter_fft", o.filter_fft}, {"names", std::vector<std::string>(names.begin(), names.begin() + nets.size())}};
   rec["models"] = nlohmann::json::array();
   for (const auto& m : o.inputs) rec["models"].push_back({{"path", m}, {"sha256", sha256_file(m)}});
-  output_dir out(o.output);
-  if (out.to_stdout()) {
+  if (o.output.empty()) {
     std::cout << "# " << rec.dump() << "\n" << t.str();
     return;
   }
+  output_folder out(o.output);
   out.open("filters.csv") << t.str();
   auto units = out.open("filter_units.csv");
   units << "network,layer,filter,tv" << (o.spectrum ? ",hf_fraction" : "") << "\n";
   for (std::size_t k = 0; k < nets.size(); ++k)
     for (const auto& l : nets[k])
       for (std::size_t f = 0; f < l.tv.size(); ++f)
-        units << names[k] << "," << l.name << "," << f << "," << num(l.tv[f]) << (o.spectrum ? "," + num(l.hf[f]) : "") << "\n";
+        units << names[k] << "," << l.name << "," << f << "," << csv_number(l.tv[f]) << (o.spectrum ? "," + csv_number(l.hf[f]) : "") << "\n";
   units.close();
   rec["finished"] = io::utc_now();
   out.open("provenance.json") << nlohmann::json{{"run", rec}}.dump(2) << "\n";
@@ -415,7 +375,8 @@ void run_activations(tv_options o, nlohmann::json rec) {
     if (noisy) same(clean[0], noisy_passes[k]);
   }
 
-  output_dir out(o.output);
+  std::optional<output_folder> out;  // without -o, the per-layer table goes to stdout
+  if (!o.output.empty()) out.emplace(o.output);
   std::ostringstream layers_csv;
   layers_csv << "network,layer,channels,height,width,images,tv_clean,tv_noisy,tau,flagged,hf_clean,hf_noisy,"
                 "skipped_clean,skipped_noisy\n";
@@ -423,9 +384,9 @@ void run_activations(tv_options o, nlohmann::json rec) {
   channels_csv << "network,layer,channel,tv_clean,tv_clean_sd,tv_noisy,tv_noisy_sd,difference,flagged,hf_clean,hf_noisy\n";
   flagged_csv << "layer,network,channel,tv_clean,tv_noisy,abs_difference\n";
   spectra_csv << "network,layer,channel,condition,ring,frequency,power\n";
-  const std::string h5name = out.to_stdout() ? "" : out.path("tv.h5");
+  const std::string h5name = out ? out->path("tv.h5") : "";
   io::h5::handle h5;
-  if (!out.to_stdout())
+  if (out)
     h5 = io::h5::handle(io::h5::check(H5Fcreate(h5name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
                                       o.output + "/tv.h5", "cannot create"));
   std::size_t total_flagged = 0;
@@ -462,15 +423,15 @@ void run_activations(tv_options o, nlohmann::json rec) {
           ++nflag;
           flags.push_back({o.names[k], c, vc, vn});
         }
-        channels_csv << o.names[k] << "," << name << "," << c << "," << num(vc) << "," << num(std::sqrt(tc.moments().variance(c)))
-                     << "," << num(vn) << "," << num(tn ? std::sqrt(tn->moments().variance(c)) : std::nan("")) << ","
-                     << num(vn - vc) << "," << (tn ? (flagged ? "1" : "0") : "") << "," << num(hc) << "," << num(hn) << "\n";
+        channels_csv << o.names[k] << "," << name << "," << c << "," << csv_number(vc) << "," << csv_number(std::sqrt(tc.moments().variance(c)))
+                     << "," << csv_number(vn) << "," << csv_number(tn ? std::sqrt(tn->moments().variance(c)) : std::nan("")) << ","
+                     << csv_number(vn - vc) << "," << (tn ? (flagged ? "1" : "0") : "") << "," << csv_number(hc) << "," << csv_number(hn) << "\n";
         auto profile = [&](const stats::spectrum_accumulator* a, const char* cond) {
           if (!a) return;
           const auto p = a->profile(c);
           for (std::size_t r = 0; r < p.size(); ++r)
             spectra_csv << o.names[k] << "," << name << "," << c << "," << cond << "," << r << ","
-                        << num(a->spectrum().ring_frequency(r)) << "," << num(p[r]) << "\n";
+                        << csv_number(a->spectrum().ring_frequency(r)) << "," << csv_number(p[r]) << "\n";
         };
         profile(sc, "clean");
         profile(sn, "noisy");
@@ -478,8 +439,8 @@ void run_activations(tv_options o, nlohmann::json rec) {
       const double Cd = static_cast<double>(C);
       const auto& shp = ls.shape;
       layers_csv << o.names[k] << "," << name << "," << shp[0] << "," << shp[1] << "," << shp[2] << "," << clean[k].rows << ","
-                 << num(sum_c / Cd) << "," << num(sum_n / Cd) << "," << num(tau) << "," << (tn ? std::to_string(nflag) : "")
-                 << "," << num(hf_c / Cd) << "," << num(hf_n / Cd) << "," << skip_c << "," << (tn ? std::to_string(skip_n) : "")
+                 << csv_number(sum_c / Cd) << "," << csv_number(sum_n / Cd) << "," << csv_number(tau) << "," << (tn ? std::to_string(nflag) : "")
+                 << "," << csv_number(hf_c / Cd) << "," << csv_number(hf_n / Cd) << "," << skip_c << "," << (tn ? std::to_string(skip_n) : "")
                  << "\n";
       total_flagged += nflag;
       if (h5) {
@@ -493,8 +454,8 @@ void run_activations(tv_options o, nlohmann::json rec) {
     std::stable_sort(flags.begin(), flags.end(),
                      [](const flag& a, const flag& b) { return std::abs(a.clean - a.noisy) > std::abs(b.clean - b.noisy); });
     for (const auto& f : flags)
-      flagged_csv << name << "," << f.net << "," << f.c << "," << num(f.clean) << "," << num(f.noisy) << ","
-                  << num(std::abs(f.clean - f.noisy)) << "\n";
+      flagged_csv << name << "," << f.net << "," << f.c << "," << csv_number(f.clean) << "," << csv_number(f.noisy) << ","
+                  << csv_number(std::abs(f.clean - f.noisy)) << "\n";
   }
 
   rec["params"] = {{"mode", "activations"}, {"beta", o.beta},   {"norm", o.norm},         {"tau", o.tau},
@@ -516,18 +477,18 @@ void run_activations(tv_options o, nlohmann::json rec) {
       inputs.push_back({{"network", o.names[k]}, {"condition", "noisy"}, {"input", noisy_passes[k].input},
                         {"provenance", noisy_passes[k].provenance}});
   }
-  if (out.to_stdout()) {
+  if (!out) {
     std::cout << "# " << rec.dump() << "\n" << layers_csv.str();
     return;
   }
   rec["finished"] = io::utc_now();
-  write_provenance(out, {{"run", rec}, {"inputs", inputs}}, h5.get(), o.output + "/tv.h5");
+  write_provenance(*out, {{"run", rec}, {"inputs", inputs}}, h5.get(), o.output + "/tv.h5");
   h5.reset();
-  out.open("layers.csv") << layers_csv.str();
-  out.open("channels.csv") << channels_csv.str();
-  if (noisy) out.open("flagged.csv") << flagged_csv.str();
-  if (o.spectrum) out.open("spectra.csv") << spectra_csv.str();
-  out.commit();
+  out->open("layers.csv") << layers_csv.str();
+  out->open("channels.csv") << channels_csv.str();
+  if (noisy) out->open("flagged.csv") << flagged_csv.str();
+  if (o.spectrum) out->open("spectra.csv") << spectra_csv.str();
+  out->commit();
   std::fprintf(stderr, "tv: %llu images, %zu layers, %zu networks%s; wrote %s\n",
                static_cast<unsigned long long>(clean[0].rows), clean[0].layers.size(), clean.size(),
                noisy ? (", " + std::to_string(total_flagged) + " flagged channels").c_str() : "", o.output.c_str());

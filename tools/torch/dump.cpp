@@ -15,6 +15,7 @@
 #include "common/bounded_queue.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
+#include "common/output_folder.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
 #include "shapebias/io/provenance.hpp"
@@ -162,14 +163,7 @@ namespace {
 /// list.txt ("path label", in row order: a list-file data set with the same ids and labels).
 class png_folder_sink : public io::batch_sink {
  public:
-  png_folder_sink(std::string dir, std::vector<int64_t> shape, std::string provenance)
-      : dir_(std::move(dir)), shape_(std::move(shape)), provenance_(std::move(provenance)) {
-    std::filesystem::remove_all(partial());
-    std::filesystem::create_directories(partial());
-  }
-  ~png_folder_sink() override {
-    if (!done_) std::filesystem::remove_all(partial());
-  }
+  png_folder_sink(const std::string& dir, std::vector<int64_t> shape) : out_(dir), shape_(std::move(shape)) {}
   void write(const io::batch_view& b) override {
     const int64_t C = shape_[0], H = shape_[1], W = shape_[2];
     image img{static_cast<int>(H), static_cast<int>(W), static_cast<int>(C), {}};
@@ -182,26 +176,22 @@ class png_folder_sink : public io::batch_sink {
               static_cast<std::uint8_t>(std::clamp(std::floor(x[c * H * W + i] * 255.f + 0.5f), 0.f, 255.f));
       char name[32];
       std::snprintf(name, sizeof name, "%08lld.png", static_cast<long long>(b.ids[r]));
-      const std::string rel = std::to_string(b.labels[r]) + "/" + name;
-      std::filesystem::create_directories(partial() + "/" + std::to_string(b.labels[r]));
-      write_png(partial() + "/" + rel, img);
-      list_ += rel + " " + std::to_string(b.labels[r]) + "\n";
+      const std::string label = std::to_string(b.labels[r]), rel = label + "/" + name;
+      std::filesystem::create_directories(out_.path(label));
+      write_png(out_.path(rel), img);
+      list_ += rel + " " + label + "\n";
     }
   }
   void finish(const std::vector<std::string>* log) override {
-    std::ofstream(partial() + "/list.txt") << list_;
-    std::ofstream(partial() + "/provenance.json") << nlohmann::json::parse(log ? log->back() : provenance_).dump(2) << "\n";
-    std::filesystem::remove_all(dir_);
-    std::filesystem::rename(partial(), dir_);
-    done_ = true;
+    out_.open("list.txt") << list_;
+    if (log) out_.open("provenance.json") << nlohmann::json::parse(log->back()).dump(2) << "\n";
+    out_.commit();
   }
 
  private:
-  std::string partial() const { return dir_ + ".partial"; }
-  std::string dir_;
+  output_folder out_;
   std::vector<int64_t> shape_;
-  std::string provenance_, list_;
-  bool done_ = false;
+  std::string list_;
 };
 
 }  // namespace
@@ -221,7 +211,7 @@ void run_transform_plugin(const transform_options& o) {
   rec["params"] = {{"preprocessing", pre.to_json()}, {"rows", n}, {"limit", o.limit},
                    {"ids", describe_id_list(o.data.ids, images.size())},
                    {"output", "PNG per input, <label>/<id>.png, rounded half up from [0,1]; list.txt in input order"}};
-  png_folder_sink sink(o.output, head.x.sizes().slice(1).vec(), rec.dump());
+  png_folder_sink sink(o.output, head.x.sizes().slice(1).vec());
   auto run = [](const loaded& b) { return computed{{b.x.contiguous()}, b.ids, b.labels}; };
   const double secs = run_pipeline("transform", o.output, 0, n, o.common.batch_size, o.common.quiet, images, run, sink);
   rec["timing"] = {{"rows", n}, {"seconds", secs}};
