@@ -5,6 +5,9 @@
 // the formulas live in include/shapebias/stats/{accuracy,shape_bias,corruption}.hpp.
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <tuple>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -54,63 +57,58 @@ struct run {
 };
 
 /// Runs `model` on `d` through a child dump of its logits; writes the per-image logits and
-/// correctness to the store `store` (when not empty).
+/// correctness to the store `store` (when not empty), with `record` (this step's provenance).
 run evaluate(const std::string& model, const data_options& d, const eval_options& o, const std::string& store,
-             bool keep_probs = false) {
+             const nlohmann::json& record, bool keep_probs = false) {
+  std::optional<run> r;
   child_stream child(dump_args(model, d, o.common, {"logits"}));
-  try {
-    auto& src = child.source();
+  child.consume([&](io::batch_source& src) {
     const auto& h = src.header();
     if (h.layers.size() != 1 || h.layers[0].shape.size() != 1)
       throw std::runtime_error("model " + quote_name(model) + " must return [B, K] logits");
     const std::size_t K = h.layers[0].shape[0];
-    run r{stats::topk_accuracy(K, std::min(o.k, K)), {}, {}, {}, nlohmann::json::array()};
+    r.emplace(run{stats::topk_accuracy(K, std::min(o.k, K)), {}, {}, {}, nlohmann::json::array()});
     std::unique_ptr<io::batch_sink> sink;
-    io::header out;
     if (!store.empty()) {
+      io::header out;
       out.layers = {{"logits", {K}}, {"correct_top1", {}}, {"correct_topk", {}}};
       out.provenance = h.provenance;
-      auto rec = nlohmann::json{{"verb", "eval"}, {"params", {{"k", r.acc.k()}}}, {"started", io::utc_now()}};
-      out.provenance.push_back(rec.dump());
+      out.provenance.push_back(record.dump());
       sink = open_sink(store, out, {}, false);
     }
     std::vector<std::vector<double>> kept;
     while (auto b = src.next()) {
       const auto& x = b->data[0];
       std::vector<std::uint8_t> c1(b->rows()), ck(b->rows());
-      r.acc.update(x, b->labels.data(), c1.data(), ck.data());
+      r->acc.update(x, b->labels.data(), c1.data(), ck.data());
       for (std::size_t i = 0; i < b->rows(); ++i)
-        if (c1[i]) r.correct_ids.push_back(b->ids[i]);
-      r.ids.insert(r.ids.end(), b->ids.begin(), b->ids.end());
+        if (c1[i]) r->correct_ids.push_back(b->ids[i]);
+      r->ids.insert(r->ids.end(), b->ids.begin(), b->ids.end());
       if (keep_probs) {
         const auto p = stats::softmax_rows(x);
         for (std::size_t i = 0; i < b->rows(); ++i) kept.emplace_back(p.data() + i * K, p.data() + (i + 1) * K);
       }
       if (sink) {
         std::vector<float> f1(c1.begin(), c1.end()), fk(ck.begin(), ck.end());
-        io::batch_view v{b->rows(), b->ids.data(), b->labels.data(), {x.data(), f1.data(), fk.data()}};
-        sink->write(v);
+        sink->write({b->rows(), b->ids.data(), b->labels.data(), {x.data(), f1.data(), fk.data()}});
       }
     }
-    for (const auto& rec : src.header().provenance) r.provenance.push_back(nlohmann::json::parse(rec, nullptr, false));
+    r->provenance = parse_log(src.header().provenance);
     if (sink) {
-      auto log = src.header().provenance;
-      auto rec = nlohmann::json::parse(out.provenance.back());
-      rec["summary"] = {{"rows", r.acc.count()}, {"top1", r.acc.top1()}, {"topk", r.acc.topk()}};
+      auto log = src.header().provenance;  // a stream's log is complete at its end
+      auto rec = record;
+      rec["summary"] = {{"rows", r->acc.count()}, {"top1", r->acc.top1()}, {"topk", r->acc.topk()}};
+      rec["finished"] = io::utc_now();
       log.push_back(rec.dump());
       sink->finish(&log);
     }
     if (keep_probs) {
-      r.probs = xt::zeros<double>({kept.size(), K});
-      for (std::size_t i = 0; i < kept.size(); ++i) std::copy(kept[i].begin(), kept[i].end(), r.probs.data() + i * K);
+      r->probs = xt::zeros<double>({kept.size(), K});
+      for (std::size_t i = 0; i < kept.size(); ++i) std::copy(kept[i].begin(), kept[i].end(), r->probs.data() + i * K);
     }
-    child.finish();
-    if (r.acc.count() == 0) throw std::runtime_error(quote_name(d.path) + ": no inputs to evaluate");
-    return r;
-  } catch (const io_error&) {
-    child.finish();  // the child's own message, when it failed
-    throw;
-  }
+  });
+  if (r->acc.count() == 0) throw std::runtime_error(quote_name(d.path) + ": no inputs to evaluate");
+  return std::move(*r);
 }
 
 std::string stem_key(const fs::path& rel) { return (rel.parent_path() / rel.stem()).generic_string(); }
@@ -196,6 +194,7 @@ std::string default_mapping() {
 struct stimuli {
   std::string list;  // a list file: path, shape category
   std::vector<std::size_t> shape, texture;
+  std::vector<std::string> files;  // relative to the stimuli folder
 };
 
 stimuli read_stimuli(const std::string& dir, const stats::coarse_mapping& m, const std::string& list_path) {
@@ -206,7 +205,7 @@ stimuli read_stimuli(const std::string& dir, const stats::coarse_mapping& m, con
   std::sort(files.begin(), files.end());
   if (files.empty()) throw io_error(quote_name(dir) + ": no images");
   static const std::regex name_re(R"(^([A-Za-z_ ]+?)\d+-([A-Za-z_ ]+?)\d+$)");
-  stimuli s{list_path, {}, {}};
+  stimuli s{list_path, {}, {}, {}};
   std::ofstream list(list_path);
   for (const auto& f : files) {
     std::smatch mt;
@@ -218,7 +217,8 @@ stimuli read_stimuli(const std::string& dir, const stats::coarse_mapping& m, con
       throw io_error(quote_name(f.string()) + ": class '" + (!sh ? mt[1].str() : mt[2].str()) + "' is not in the mapping");
     s.shape.push_back(*sh);
     s.texture.push_back(*tx);
-    list << fs::absolute(f).string() << " " << *sh << "\n";
+    s.files.push_back(fs::relative(f, dir).generic_string());
+    list << fs::absolute(f).string() << " 0\n";  // the label is unused: the categories are kept here
   }
   return s;
 }
@@ -266,8 +266,7 @@ int run_eval(std::span<char*> args) {
     o.data.path = o.models.back();
     o.models.pop_back();
   }
-  if (o.names.size() < o.models.size())
-    throw usage_error("--names: " + std::to_string(o.names.size()) + " names for " + std::to_string(o.models.size()) + " models");
+  check_names(o.names, o.models.size(), "models");
   o.names.resize(o.models.size());
   if (!o.imagenet_c.empty() && o.baseline.empty()) throw usage_error("--imagenet-c needs --baseline");
   transform_spec::parse(o.data.transform);
@@ -281,7 +280,8 @@ int run_eval(std::span<char*> args) {
     variant x{v.substr(0, eq), v.substr(eq + 1)};
     if (x.spec.rfind("noise:", 0) == 0) {
       try {
-        if (std::stod(x.spec.substr(6)) <= 0) throw std::invalid_argument("");
+        const double sigma = std::stod(x.spec.substr(6));
+        if (!(sigma > 0) || !std::isfinite(sigma)) throw std::invalid_argument("");
       } catch (const std::exception&) {
         throw usage_error("--variant '" + v + "': noise:SIGMA needs a positive number");
       }
@@ -302,17 +302,37 @@ int run_eval(std::span<char*> args) {
   auto store = [&](const std::string& variant, std::size_t m) {
     return out.path("stores/" + variant + "-" + o.names[m] + ".h5");
   };
+  std::vector<nlohmann::json> model_records;
+  for (std::size_t m = 0; m < o.models.size(); ++m)
+    model_records.push_back({{"name", o.names[m]}, {"path", o.models[m]}, {"sha256", sha256_file(o.models[m])}});
+  // The provenance record of one model's pass: this command, the model and what it ran on.
+  auto step = [&](const std::string& what, std::size_t m) {
+    auto r = rec;
+    r["params"] = {{"evaluation", what}, {"model", model_records[m]}, {"k", o.k}};
+    return r;
+  };
+  // The clean data set's preprocessing applied to other images (stimuli, corruption sets).
+  auto plain = [&](const std::string& path, const char* format) {
+    auto d = o.data;
+    d.path = path;
+    d.format = format;
+    d.ids.clear();
+    d.transform = "none";
+    d.noise = 0;
+    return d;
+  };
 
   // 1. Clean accuracy, and the CL set: the inputs every model gets right (top-1).
   std::vector<run> clean;
-  for (std::size_t m = 0; m < o.models.size(); ++m) clean.push_back(evaluate(o.models[m], o.data, o, store("all", m)));
+  for (std::size_t m = 0; m < o.models.size(); ++m)
+    clean.push_back(evaluate(o.models[m], o.data, o, store("all", m), step("all", m)));
   std::vector<std::vector<std::int64_t>> correct;
   for (const auto& r : clean) correct.push_back(r.correct_ids);
   const auto cl = stats::intersect_correct(correct);
   {
-    auto f = out.open("cl_ids.txt");
-    f << "# inputs that every model (" << nlohmann::json(o.names).dump() << ") classifies correctly, top-1, clean\n";
-    for (auto id : cl) f << id << "\n";
+    std::string text = "# inputs that every model (" + nlohmann::json(o.names).dump() + ") classifies correctly, top-1, clean\n";
+    for (auto id : cl) text += std::to_string(id) + "\n";
+    out.write("cl_ids.txt", text);
   }
   if (!o.common.quiet)
     std::fprintf(stderr, "eval: clean top-1 %s; CL set %zu of %llu inputs\n",
@@ -356,7 +376,7 @@ int run_eval(std::span<char*> args) {
     auto eval_variant = [&](const std::string& name, data_options d) {
       std::vector<run> runs;
       std::vector<const stats::topk_accuracy*> accs;
-      for (std::size_t m = 0; m < o.models.size(); ++m) runs.push_back(evaluate(o.models[m], d, o, store(name, m)));
+      for (std::size_t m = 0; m < o.models.size(); ++m) runs.push_back(evaluate(o.models[m], d, o, store(name, m), step(name, m)));
       for (const auto& r : runs) accs.push_back(&r.acc);
       row(name, accs);
     };
@@ -376,23 +396,19 @@ int run_eval(std::span<char*> args) {
   } else if (!variants.empty()) {
     std::fprintf(stderr, "eval: the CL set is empty: no variant is evaluated\n");
   }
-  out.open("accuracy.csv") << table.str();
+  out.write("accuracy.csv", table.str());
 
   // 3. Cue-conflict shape bias.
   if (!o.cue_conflict.empty()) {
     const auto mapping_path = o.mapping.empty() ? default_mapping() : o.mapping;
     const auto mapping = read_mapping(mapping_path);
     const auto s = read_stimuli(o.cue_conflict, mapping, out.path("cue-conflict.txt"));
-    std::ostringstream csv;
+    std::ostringstream csv, decisions;
     csv << "model,category,shape_decisions,texture_decisions,neither,excluded,shape_bias\n";
+    decisions << "model,stimulus,shape,texture,decision\n";
     for (std::size_t m = 0; m < o.models.size(); ++m) {
-      auto d = o.data;
-      d.path = s.list;
-      d.format = "list";
-      d.ids.clear();
-      d.transform = "none";
-      d.noise = 0;
-      auto r = evaluate(o.models[m], d, o, store("cue-conflict", m), true);
+      // No store: the stimuli have no fine label, so per-image correctness would mean nothing.
+      auto r = evaluate(o.models[m], plain(s.list, "list"), o, "", step("cue-conflict", m), true);
       try {
         mapping.check(r.probs.shape()[1]);
       } catch (const std::invalid_argument& e) {
@@ -406,6 +422,13 @@ int run_eval(std::span<char*> args) {
         tx.push_back(s.texture[static_cast<std::size_t>(id)]);
       }
       acc.update(r.probs, sh.data(), tx.data());
+      const std::size_t K = r.probs.shape()[1];
+      for (std::size_t i = 0; i < r.ids.size(); ++i) {
+        const auto id = static_cast<std::size_t>(r.ids[i]);
+        decisions << o.names[m] << "," << s.files[id] << "," << mapping.categories[s.shape[id]] << ","
+                  << mapping.categories[s.texture[id]] << ","
+                  << mapping.categories[stats::coarse_decision(r.probs.data() + i * K, K, mapping)] << "\n";
+      }
       csv << o.names[m] << ",all," << acc.shape_decisions() << "," << acc.texture_decisions() << "," << acc.neither() << ","
           << acc.excluded() << "," << csv_number(acc.shape_bias()) << "\n";
       for (std::size_t c = 0; c < acc.categories(); ++c)
@@ -413,7 +436,8 @@ int run_eval(std::span<char*> args) {
             << "," << acc.neither(c) << "," << acc.excluded(c) << "," << csv_number(acc.shape_bias(c)) << "\n";
       rec["shape_bias"][o.names[m]] = acc.shape_bias();
     }
-    out.open("shape_bias.csv") << csv.str();
+    out.write("shape_bias.csv", csv.str());
+    out.write("cue_conflict_decisions.csv", decisions.str());
     rec["params"]["mapping"] = {{"path", mapping_path}, {"sha256", sha256_file(mapping_path)}};
   }
 
@@ -443,28 +467,41 @@ int run_eval(std::span<char*> args) {
       }
     }
     if (!fs::is_directory(o.imagenet_c)) throw io_error(quote_name(o.imagenet_c) + ": not a folder");
-    std::vector<std::pair<std::string, int>> sets;
+    struct set {
+      std::string corruption;
+      int severity;
+      std::string path;
+      bool operator<(const set& b) const { return std::tie(corruption, severity) < std::tie(b.corruption, b.severity); }
+    };
+    std::vector<set> sets;
     for (const auto& c : fs::directory_iterator(o.imagenet_c)) {
       if (!c.is_directory()) continue;
       for (const auto& s : fs::directory_iterator(c.path())) {
+        // Severity folders are named by a small number ("1" … "5"); other entries are not sets.
         const auto n = s.path().filename().string();
-        if (s.is_directory() && !n.empty() && std::all_of(n.begin(), n.end(), ::isdigit))
-          sets.emplace_back(c.path().filename().string(), std::stoi(n));
+        int sev = 0;
+        const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), sev);
+        if (!s.is_directory() || ec != std::errc() || end != n.data() + n.size() || n.size() > 3) continue;
+        const set x{c.path().filename().string(), sev, s.path().string()};
+        for (const auto& y : sets)
+          if (y.corruption == x.corruption && y.severity == sev)
+            throw io_error(quote_name(x.path) + ": severity " + std::to_string(sev) + " of '" + x.corruption +
+                           "' also in " + quote_name(y.path));
+        sets.push_back(x);
       }
     }
     std::sort(sets.begin(), sets.end());
     if (sets.empty()) throw io_error(quote_name(o.imagenet_c) + ": no CORRUPTION/SEVERITY folders");
     // Labels are class folder positions: every set must have the same class folders.
     nlohmann::json classes;
-    for (const auto& [c, s] : sets) {
+    for (const auto& x : sets) {
       data_options d;
-      d.path = (fs::path(o.imagenet_c) / c / std::to_string(s)).string();
+      d.path = x.path;
       d.format = "folder";
       const auto here = dataset::open(d)->describe()["classes"];
       if (classes.is_null()) classes = here;
       else if (here != classes)
-        throw io_error(quote_name(d.path) + ": its class folders differ from those of " +
-                       quote_name((fs::path(o.imagenet_c) / sets[0].first / std::to_string(sets[0].second)).string()) +
+        throw io_error(quote_name(d.path) + ": its class folders differ from those of " + quote_name(sets[0].path) +
                        " (labels are class folder positions)");
     }
     std::ostringstream acc_csv, ce_csv;
@@ -472,16 +509,11 @@ int run_eval(std::span<char*> args) {
     ce_csv << "model,corruption,ce\n";
     for (std::size_t m = 0; m < o.models.size(); ++m) {
       stats::corruption_table t;
-      for (const auto& [c, s] : sets) {
-        auto d = o.data;
-        d.path = (fs::path(o.imagenet_c) / c / std::to_string(s)).string();
-        d.format = "folder";
-        d.ids.clear();
-        d.transform = "none";
-        d.noise = 0;
-        const auto r = evaluate(o.models[m], d, o, "");
-        t.accuracy[c][s] = r.acc.top1();
-        acc_csv << o.names[m] << "," << c << "," << s << "," << r.acc.count() << "," << csv_number(r.acc.top1()) << "\n";
+      for (const auto& x : sets) {
+        const auto r = evaluate(o.models[m], plain(x.path, "folder"), o, "", step("imagenet-c", m));
+        t.accuracy[x.corruption][x.severity] = r.acc.top1();
+        acc_csv << o.names[m] << "," << x.corruption << "," << x.severity << "," << r.acc.count() << ","
+                << csv_number(r.acc.top1()) << "\n";
       }
       stats::corruption_errors e;
       try {
@@ -493,21 +525,21 @@ int run_eval(std::span<char*> args) {
       ce_csv << o.names[m] << ",mCE," << csv_number(e.mce) << "\n";
       rec["mce"][o.names[m]] = e.mce;
     }
-    out.open("imagenet_c_accuracy.csv") << acc_csv.str();
-    out.open("imagenet_c_ce.csv") << ce_csv.str();
+    out.write("imagenet_c_accuracy.csv", acc_csv.str());
+    out.write("imagenet_c_ce.csv", ce_csv.str());
     rec["params"]["baseline"] = {{"path", o.baseline}, {"sha256", sha256_file(o.baseline)}};
   }
 
-  rec["params"]["models"] = nlohmann::json::array();
-  for (std::size_t m = 0; m < o.models.size(); ++m)
-    rec["params"]["models"].push_back({{"name", o.names[m]}, {"path", o.models[m]}, {"sha256", sha256_file(o.models[m])}});
+  rec["params"]["models"] = model_records;
   rec["params"]["variants"] = o.variants;
   rec["params"]["k"] = o.k;
   rec["params"]["cl_inputs"] = cl.size();
-  rec["inputs"] = clean[0].provenance.empty() ? nlohmann::json(nullptr) : clean[0].provenance.back()["inputs"];
+  const auto& dump_rec = clean[0].provenance.empty() ? nlohmann::json() : clean[0].provenance.back();
+  rec["inputs"] = dump_rec.is_object() ? dump_rec.value("inputs", nlohmann::json()) : nlohmann::json();
+  if (dump_rec.is_object() && dump_rec.contains("params")) rec["params"]["preprocessing"] = dump_rec["params"].value("preprocessing", nlohmann::json());
   rec["finished"] = io::utc_now();
-  out.open("accuracy.json") << nlohmann::json{{"table", jtable}, {"provenance", rec}}.dump(2) << "\n";
-  out.open("provenance.json") << rec.dump(2) << "\n";
+  out.write("accuracy.json", nlohmann::json{{"table", jtable}, {"provenance", rec}}.dump(2) + "\n");
+  out.write("provenance.json", rec.dump(2) + "\n");
   out.commit();
   std::cout << table.str();
   return 0;

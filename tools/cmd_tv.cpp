@@ -22,6 +22,7 @@
 #include <xtensor/xview.hpp>
 
 #include "common/child.hpp"
+#include "common/data_cli.hpp"
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
@@ -70,7 +71,7 @@ bool is_model(const std::string& path) {
 }
 
 void write_provenance(const output_folder& out, const nlohmann::json& prov, hid_t h5, const std::string& h5name) {
-  out.open("provenance.json") << prov.dump(2) << "\n";
+  out.write("provenance.json", prov.dump(2) + "\n");
   io::h5::write_attribute(h5, "provenance", prov.dump(), h5name);
 }
 
@@ -187,16 +188,16 @@ void run_filters(const tv_options& o, nlohmann::json rec) {
     return;
   }
   output_folder out(o.output);
-  out.open("filters.csv") << t.str();
-  auto units = out.open("filter_units.csv");
+  out.write("filters.csv", t.str());
+  std::ostringstream units;
   units << "network,layer,filter,tv" << (o.spectrum ? ",hf_fraction" : "") << "\n";
   for (std::size_t k = 0; k < nets.size(); ++k)
     for (const auto& l : nets[k])
       for (std::size_t f = 0; f < l.tv.size(); ++f)
         units << names[k] << "," << l.name << "," << f << "," << csv_number(l.tv[f]) << (o.spectrum ? "," + csv_number(l.hf[f]) : "") << "\n";
-  units.close();
+  out.write("filter_units.csv", units.str());
   rec["finished"] = io::utc_now();
-  out.open("provenance.json") << nlohmann::json{{"run", rec}}.dump(2) << "\n";
+  out.write("provenance.json", nlohmann::json{{"run", rec}}.dump(2) + "\n");
   out.commit();
 }
 
@@ -292,11 +293,7 @@ void accumulate(io::batch_source& src, pass& ps, const std::vector<std::string>&
     }
     ps.rows += keep.size();
   }
-  ps.provenance = nlohmann::json::array();
-  for (const auto& r : src.header().provenance) {
-    auto j = nlohmann::json::parse(r, nullptr, false);
-    ps.provenance.push_back(j.is_discarded() ? nlohmann::json(r) : j);
-  }
+  ps.provenance = parse_log(src.header().provenance);
   if (ps.rows == 0)
     throw io_error(quote_name(ps.input) + ": no inputs" + (ids ? " with the ids of --ids" : ""));
 }
@@ -308,13 +305,7 @@ pass run_pass(const std::string& input, bool noisy_copy, const tv_options& o, co
     auto d = o.data;
     if (!noisy_copy) d.noise = 0;
     child_stream child(dump_args(input, d, o.common, o.layers));
-    try {
-      accumulate(child.source(), ps, o.layers, o, nullptr);
-    } catch (const io_error&) {
-      child.finish();  // the child's own message, when it failed
-      throw;
-    }
-    child.finish();
+    child.consume([&](io::batch_source& src) { accumulate(src, ps, o.layers, o, nullptr); });
     return ps;
   }
   ps.input = input;
@@ -330,6 +321,9 @@ void run_activations(tv_options o, nlohmann::json rec) {
   if (live && o.data.path.empty()) throw usage_error("models as inputs need --data (the data set to run them on)");
   if (live && o.layers.empty()) throw usage_error("models as inputs need -l/--layers");
   if (!live && !o.data.path.empty()) throw usage_error("--data is for models; stores and streams already hold activations");
+  if (!live && (o.data.noise > 0 || o.data.transform != "none" || o.data.resize || o.data.crop || o.data.channels ||
+                o.data.normalize != "none"))
+    throw usage_error("preprocessing options (--noise, --transform, --resize, …) are for models run live on --data");
   if (!o.noisy.empty() && o.noisy.size() != o.inputs.size())
     throw usage_error("--noisy needs one input per clean input (" + std::to_string(o.inputs.size()) + "), got " +
                       std::to_string(o.noisy.size()));
@@ -341,9 +335,9 @@ void run_activations(tv_options o, nlohmann::json rec) {
   std::optional<temp_file> ids_copy;
   if (!o.data.ids.empty()) {
     const auto list = read_id_list(o.data.ids, live ? dataset::open(o.data)->size() : std::numeric_limits<std::size_t>::max());
+    ids_record = describe_id_list(o.data.ids, list);
     std::string text;
     for (auto v : list) text += std::to_string(v) + "\n";
-    ids_record = {{"file", o.data.ids}, {"ids", list.size()}, {"sha256", sha256_text(text)}};
     if (live) {
       ids_copy.emplace(text);
       o.data.ids = ids_copy->path;
@@ -395,9 +389,11 @@ void run_activations(tv_options o, nlohmann::json rec) {
     const auto& s0 = *clean[0].layers[l].tv;
     const std::size_t C = s0.channels();
     // τ_l = tau × the mean over channels of S's TV_clean (S: the first network).
-    double mean_s = 0;
-    for (std::size_t c = 0; c < C; ++c) mean_s += s0.moments().mean(c);
-    const double tau = o.tau * mean_s / static_cast<double>(C);
+    // Channels whose every map was skipped (--nonfinite skip) have no mean and are left out.
+    double mean_s = 0, finite = 0;
+    for (std::size_t c = 0; c < C; ++c)
+      if (std::isfinite(s0.moments().mean(c))) mean_s += s0.moments().mean(c), finite += 1;
+    const double tau = o.tau * mean_s / finite;
     struct flag { std::string net; std::size_t c; double clean, noisy; };
     std::vector<flag> flags;
     for (std::size_t k = 0; k < clean.size(); ++k) {
@@ -484,12 +480,13 @@ void run_activations(tv_options o, nlohmann::json rec) {
   rec["finished"] = io::utc_now();
   write_provenance(*out, {{"run", rec}, {"inputs", inputs}}, h5.get(), o.output + "/tv.h5");
   h5.reset();
-  out->open("layers.csv") << layers_csv.str();
-  out->open("channels.csv") << channels_csv.str();
-  if (noisy) out->open("flagged.csv") << flagged_csv.str();
-  if (o.spectrum) out->open("spectra.csv") << spectra_csv.str();
+  out->write("layers.csv", layers_csv.str());
+  out->write("channels.csv", channels_csv.str());
+  if (noisy) out->write("flagged.csv", flagged_csv.str());
+  if (o.spectrum) out->write("spectra.csv", spectra_csv.str());
   out->commit();
-  std::fprintf(stderr, "tv: %llu images, %zu layers, %zu networks%s; wrote %s\n",
+  if (!o.common.quiet)
+    std::fprintf(stderr, "tv: %llu images, %zu layers, %zu networks%s; wrote %s\n",
                static_cast<unsigned long long>(clean[0].rows), clean[0].layers.size(), clean.size(),
                noisy ? (", " + std::to_string(total_flagged) + " flagged channels").c_str() : "", o.output.c_str());
 }
@@ -519,22 +516,8 @@ int run_tv(std::span<char*> args) {
       ->capture_default_str();
   app.add_option("-l,--layers", o.layers, "Layers, comma-separated (default for stores: every [C, H, W] layer)")
       ->delimiter(',')->group("Input");
-  app.add_option("--data", o.data.path, "Data set to run model inputs on (see 'shapebias dump --help')")->group("Live");
-  app.add_option("--format", o.data.format, "Data set format")->check(CLI::IsMember({"auto", "idx", "folder", "list"}))
-      ->group("Live")->capture_default_str();
-  app.add_option("--split", o.data.split, "IDX split")->check(CLI::IsMember({"train", "test"}))->group("Live")
-      ->capture_default_str();
-  app.add_option("--channels", o.data.channels, "Convert images to 1 or 3 channels; 0 keeps them")
-      ->check(CLI::IsMember({0, 1, 3}))->group("Live")->capture_default_str();
-  app.add_option("--resize", o.data.resize, "Resize the shorter side to N")->check(CLI::NonNegativeNumber)->group("Live");
-  app.add_option("--crop", o.data.crop, "Centre crop N x N")->check(CLI::NonNegativeNumber)->group("Live");
-  app.add_option("--normalize", o.data.normalize, "none, imagenet or MEAN/STD")->group("Live")->capture_default_str();
-  app.add_option("--noise", o.data.noise, "Gaussian noise sigma of the noisy copies, in [0,1] space (0: clean only)")
-      ->check(CLI::NonNegativeNumber)->group("Live")->capture_default_str();
-  app.add_option("--noise-seed", o.data.noise_seed, "Seed of the noise (per input id)")->group("Live")->capture_default_str();
-  app.add_flag("!--no-noise-clip", o.data.noise_clip, "Do not clip noisy images to [0,1]")->group("Live");
-  app.add_option("--ids", o.data.ids, "Use only the inputs whose ids are listed in FILE (e.g. the super-intersection)")
-      ->group("Input");
+  add_data_options(app, o.data, true, "--data");
+  app.get_option("--data")->group("Live");
   app.add_option("--beta", o.beta, "Exponent of each absolute difference")->check(CLI::PositiveNumber)->group("TV")
       ->capture_default_str();
   app.add_option("--norm", o.norm, "Normalisation of each map's TV: none, pixel (/ H·W) or l1 (/ Σ|x|)")
@@ -547,8 +530,8 @@ int run_tv(std::span<char*> args) {
   app.add_option("--nonfinite", o.nonfinite, "Maps with NaN or Inf: error (stop, naming layer, row and channel) or skip "
                                              "(leave them out and count them)")
       ->check(CLI::IsMember({"error", "skip"}))->group("TV")->capture_default_str();
-  app.add_option("--cutoff", o.cutoff, "Spectra: the high-frequency cutoff in cycles per pixel (0 to 0.75)")
-      ->check(CLI::Range(1e-9, 0.75))->group("Spectrum")->capture_default_str();
+  app.add_option("--cutoff", o.cutoff, "Spectra: the high-frequency cutoff in cycles per pixel, in (0, √2/2]")
+      ->check(CLI::Range(1e-9, 0.7071))->group("Spectrum")->capture_default_str();
   app.add_option("--filter-fft", o.filter_fft, "Filters: zero-pad each kernel to N x N before its spectrum")
       ->check(CLI::Range(std::size_t{1}, std::size_t{4096}))->group("Spectrum")->capture_default_str();
   app.add_flag("!--no-spectrum", o.spectrum, "Skip the spectra")->group("Spectrum");
@@ -558,8 +541,7 @@ int run_tv(std::span<char*> args) {
       ->group("Output");
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
-  if (o.names.size() < o.inputs.size())
-    throw usage_error("--names: " + std::to_string(o.names.size()) + " names for " + std::to_string(o.inputs.size()) + " inputs");
+  check_names(o.names, o.inputs.size(), "inputs");
   auto rec = start_record("tv", args);
   if (o.weights) {
     if (!o.noisy.empty() || !o.data.path.empty()) throw usage_error("--weights takes models only (no --noisy, no --data)");

@@ -216,6 +216,28 @@ def test_live_pipe_and_store_agree(sb, models, dumps, tmp_path):
     assert row["tv_noisy"] == "" and row["flagged"] == ""
 
 
+def test_output_folder_is_never_a_users_folder(sb, dumps, tmp_path):
+    """-o writes DIR.partial and renames it; a trailing slash is fine; a previous output is replaced;
+    '.' or an existing folder that is not an output is refused before any work."""
+    clean = dumps / "clean.h5"
+    out = tmp_path / "res"
+    for _ in range(2):  # the second run replaces the first
+        p = sb("tv", clean, "-l", "features.4", "-o", f"{out}/")
+        assert p.returncode == 0, p.stderr
+        assert sorted(os.listdir(out))[:2] == ["channels.csv", "layers.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["res"]
+    mine = tmp_path / "mine"
+    os.makedirs(mine)
+    (mine / "notes.txt").write_text("keep me")
+    p = sb("tv", clean, "-l", "features.4", "-o", mine)
+    assert p.returncode == 1
+    one_error_line(p, "mine", "not a shapebias output folder")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    p = sb("tv", clean, "-l", "features.4", "-o", ".")
+    assert p.returncode == 2
+    one_error_line(p, "-o '.'")
+
+
 def test_ids_select_a_subset(sb, dumps, tmp_path):
     ids = tmp_path / "ids.txt"
     ids.write_text("# the super-intersection\n3 5\n8\n")
@@ -295,6 +317,12 @@ def test_errors(sb, models, dumps, tmp_path):
         p = sb("tv", tmp_path / "a.h5", *args)
         assert p.returncode == 2, (args, p.stderr)
         one_error_line(p, frag)
+    p = sb("tv", tmp_path / "a.h5", "--noise", "0.1")
+    assert p.returncode == 2
+    one_error_line(p, "preprocessing options", "--data")
+    p = sb("tv", tmp_path / "a.h5", "--names", "a/b")
+    assert p.returncode == 2
+    one_error_line(p, "--names", "'a/b'")
     p = sb("tv", tmp_path / "a.h5", tmp_path / "a.h5", "--names", "A")
     assert p.returncode == 2
     one_error_line(p, "--names", "1 names for 2 inputs")

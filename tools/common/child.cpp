@@ -39,29 +39,35 @@ std::vector<std::string> dump_args(const std::string& model, const data_options&
 }
 
 child_stream::child_stream(const std::vector<std::string>& args) {
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
-    throw std::runtime_error(std::string("cannot create a pipe: ") + std::strerror(errno));
   for (const auto& a : args) name_ += (name_.empty() ? "shapebias " : " ") + a;
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error(std::string("cannot create a pipe: ") + std::strerror(errno));
+  err_ = std::tmpfile();
+  if (!err_) {
+    close(out[0]);
+    close(out[1]);
+    throw std::runtime_error(std::string("cannot create a temporary file: ") + std::strerror(errno));
+  }
   std::vector<char*> argv{const_cast<char*>("shapebias")};
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   pid_ = fork();
-  if (pid_ < 0) throw std::runtime_error(std::string("cannot start a process: ") + std::strerror(errno));
   if (pid_ == 0) {
     dup2(out[1], 1);
-    dup2(err[1], 2);
+    dup2(fileno(err_), 2);
     execv("/proc/self/exe", argv.data());
     _exit(127);
   }
   close(out[1]);
-  close(err[1]);
-  err_fd_ = err[0];
+  if (pid_ < 0) {
+    close(out[0]);
+    throw std::runtime_error(std::string("cannot start a process: ") + std::strerror(errno));
+  }
   try {
     src_ = open_source("/dev/fd/" + std::to_string(out[0]), 1);
   } catch (...) {
     close(out[0]);
-    finish();  // the child's own message, when it failed before writing a header
+    wait(true);  // the child's own message, when it failed before writing a header
     throw;
   }
   close(out[0]);  // the source opened its own descriptor
@@ -73,27 +79,27 @@ child_stream::~child_stream() {
     kill(pid_, SIGTERM);
     waitpid(pid_, nullptr, 0);
   }
-  if (err_fd_ >= 0) close(err_fd_);
+  if (err_) std::fclose(err_);
 }
 
-io::batch_source& child_stream::source() { return *src_; }
-
-void child_stream::finish() {
+void child_stream::wait(bool after_error) {
   src_.reset();  // closes our end of the pipe: a child still writing stops
-  std::string err;
-  char buf[4096];
-  for (ssize_t n; (n = read(err_fd_, buf, sizeof buf)) > 0;) err.append(buf, static_cast<std::size_t>(n));
-  close(err_fd_);
-  err_fd_ = -1;
+  if (pid_ <= 0) return;
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+  if (after_error && !WIFEXITED(status)) return;  // stopped because the reader gave up: its error stands
+  std::string err;
+  std::rewind(err_);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, err_)) > 0;) err.append(buf, n);
   // The child's error line, without its "shapebias dump: " prefix.
   while (!err.empty() && err.back() == '\n') err.pop_back();
   if (auto nl = err.rfind('\n'); nl != std::string::npos) err = err.substr(nl + 1);
   if (auto colon = err.find(": "); err.rfind("shapebias ", 0) == 0 && colon != std::string::npos) err = err.substr(colon + 2);
-  throw std::runtime_error(err.empty() ? "'" + name_ + "' failed" : err);
+  if (err.empty()) err = "'" + name_ + "' failed";
+  throw std::runtime_error(err);
 }
 
 }  // namespace shapebias::tools

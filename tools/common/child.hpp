@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include <cstdio>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,15 +32,27 @@ class child_stream {
   /// Kills the child if it still runs.
   ~child_stream();
 
-  /// The stream the child writes. Reading it throws io_error if the child dies early; call
-  /// finish() then for the child's own message.
-  io::batch_source& source();
-  /// Waits for the child. Throws std::runtime_error with the child's error line when it failed.
-  void finish();
+  /// Runs f(source) over the child's stream, then waits for the child. When the child failed, its
+  /// own error line is thrown; when f failed while the child was fine (or was only stopped because
+  /// f stopped reading), f's error is.
+  template <class F>
+  void consume(F&& f) {
+    try {
+      f(*src_);
+    } catch (...) {
+      wait(/*after_error=*/true);
+      throw;
+    }
+    wait(false);
+  }
 
  private:
+  /// Waits for the child. Throws std::runtime_error with the child's error line when it exited
+  /// with a failure (or, unless after_error, was killed).
+  void wait(bool after_error);
+
   pid_t pid_ = -1;
-  int err_fd_ = -1;
+  std::FILE* err_ = nullptr;  // the child's stderr: a temporary file, so it never blocks on a pipe
   std::string name_;
   std::unique_ptr<io::batch_source> src_;
 };

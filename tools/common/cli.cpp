@@ -77,4 +77,12 @@ void progress::finish() {
   if (on_) std::fputs("\n", stderr);
 }
 
+void check_names(const std::vector<std::string>& names, std::size_t count, const char* what) {
+  if (names.size() < count)
+    throw usage_error("--names: " + std::to_string(names.size()) + " names for " + std::to_string(count) + " " + what);
+  for (const auto& n : names)
+    if (n.empty() || n.find_first_of("/\\,\"' \t\n") != std::string::npos || n == "." || n == "..")
+      throw usage_error("--names: '" + n + "' is not a plain name (no '/', ',', quotes or spaces)");
+}
+
 }  // namespace shapebias::tools

@@ -35,6 +35,10 @@ void add_common_options(CLI::App& app, common_options& o, unsigned which = opt_a
 /// stdout (the verb then returns 0); throws usage_error on a parse error.
 bool parse(CLI::App& app, std::span<char*> args);
 
+/// Checks --names: one per input (`count`), each a plain word usable in file names and CSV cells.
+/// Throws usage_error.
+void check_names(const std::vector<std::string>& names, std::size_t count, const char* what);
+
 /// --threads as a count: 0 means one thread per core.
 int resolved_threads(int threads);
 

@@ -14,11 +14,13 @@ inline constexpr const char* transform_help =
 
 /// `selection`: also the options that choose and perturb inputs (--ids, --noise), for the verbs
 /// that stream a data set once in order (dump, attack).
-inline void add_data_options(CLI::App& app, data_options& d, bool selection = false) {
-  app.add_option("data", d.path,
-                 "Data set: a Fashion-MNIST/MNIST IDX folder, an image folder (one subfolder per class), or a "
-                 "list file of 'path label' lines")
-      ->required()->group("Input");
+/// `data_name`: "data" (a required positional argument) or an option name such as "--data".
+inline void add_data_options(CLI::App& app, data_options& d, bool selection = false, const char* data_name = "data") {
+  auto* data = app.add_option(data_name, d.path,
+                              "Data set: a Fashion-MNIST/MNIST IDX folder, an image folder (one subfolder per class), "
+                              "or a list file of 'path label' lines")
+                   ->group("Input");
+  if (data_name[0] != '-') data->required();
   app.add_option("--format", d.format, "Data set format")
       ->check(CLI::IsMember({"auto", "idx", "folder", "list"}))->group("Input")->capture_default_str();
   app.add_option("--split", d.split, "IDX split")->check(CLI::IsMember({"train", "test"}))->group("Input")

@@ -472,9 +472,11 @@ nlohmann::json transform_spec::to_json() const {
   }
 }
 
-nlohmann::json describe_id_list(const std::string& path, std::size_t count) {
+nlohmann::json describe_id_list(const std::string& path, const std::vector<std::uint64_t>& ids) {
   if (path.empty()) return nullptr;
-  return {{"file", path}, {"ids", count}, {"sha256", sha256_file(path)}};
+  std::string text;
+  for (auto v : ids) text += std::to_string(v) + "\n";
+  return {{"file", path}, {"ids", ids.size()}, {"sha256", sha256_text(text)}};
 }
 
 std::vector<std::uint64_t> read_id_list(const std::string& path, std::size_t size) {

@@ -73,8 +73,9 @@ preprocessing resolve_preprocessing(const data_options& o, int native_channels);
 /// repeated id, or for a file with no ids.
 std::vector<std::uint64_t> read_id_list(const std::string& path, std::size_t size);
 
-/// The id selection for provenance: null, or the file's path, id count and sha256.
-nlohmann::json describe_id_list(const std::string& path, std::size_t count);
+/// The id selection for provenance: null (no file), or the file's path, the id count, and the
+/// sha256 of the ids as read (one per line), so that a pipe given as the file is described too.
+nlohmann::json describe_id_list(const std::string& path, const std::vector<std::uint64_t>& ids);
 
 /// A data set of labelled images, read one image at a time (thread-safe).
 class dataset {

@@ -108,4 +108,13 @@ nlohmann::json start_record(const std::string& verb, std::span<char* const> args
   };
 }
 
+nlohmann::json parse_log(const std::vector<std::string>& log) {
+  auto out = nlohmann::json::array();
+  for (const auto& r : log) {
+    auto j = nlohmann::json::parse(r, nullptr, false);
+    out.push_back(j.is_discarded() ? nlohmann::json(r) : j);
+  }
+  return out;
+}
+
 }  // namespace shapebias::tools

@@ -24,6 +24,9 @@ std::string shell_command(std::span<char* const> args);
 nlohmann::json start_record(const std::string& verb, std::span<char* const> args,
                             const std::vector<std::string>& input_log = {});
 
+/// A provenance log as a JSON array: each record parsed, or kept as a string when it is not JSON.
+nlohmann::json parse_log(const std::vector<std::string>& log);
+
 /// The id of the last record of a log, or "" for an empty log.
 std::string last_id(const std::vector<std::string>& log);
 

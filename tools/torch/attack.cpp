@@ -303,7 +303,7 @@ void run_attack_plugin(const attack_options& o) {
   add_run_context(rec, o.common.device, o.model, data->describe());
   rec["seeds"] = {{"attack", p.seed}, {"scheme", "splitmix64(seed, input id, stream) per input; stream 0 target, 1+k start of attempt k"}};
   rec["params"] = {{"attack", p.to_json()},  {"layers", o.layers}, {"batch_size", o.common.batch_size},
-                   {"threads", resolved_threads(o.common.threads)}, {"limit", o.limit}, {"rows", n}, {"ids", describe_id_list(o.data.ids, images.size())},
+                   {"threads", resolved_threads(o.common.threads)}, {"limit", o.limit}, {"rows", n}, {"ids", describe_id_list(o.data.ids, images.subset())},
                    {"preprocessing", pre.to_json()}};
   hdr.provenance.push_back(rec.dump());
   io::store_options sopt;

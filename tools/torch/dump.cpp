@@ -183,8 +183,8 @@ class png_folder_sink : public io::batch_sink {
     }
   }
   void finish(const std::vector<std::string>* log) override {
-    out_.open("list.txt") << list_;
-    if (log) out_.open("provenance.json") << nlohmann::json::parse(log->back()).dump(2) << "\n";
+    out_.write("list.txt", list_);
+    if (log) out_.write("provenance.json", nlohmann::json::parse(log->back()).dump(2) + "\n");
     out_.commit();
   }
 
@@ -209,7 +209,7 @@ void run_transform_plugin(const transform_options& o) {
   images.set_input_shape(head.x.sizes().slice(1).vec());
   rec["inputs"] = nlohmann::json::array({data->describe()});
   rec["params"] = {{"preprocessing", pre.to_json()}, {"rows", n}, {"limit", o.limit},
-                   {"ids", describe_id_list(o.data.ids, images.size())},
+                   {"ids", describe_id_list(o.data.ids, images.subset())},
                    {"output", "PNG per input, <label>/<id>.png, rounded half up from [0,1]; list.txt in input order"}};
   png_folder_sink sink(o.output, head.x.sizes().slice(1).vec());
   auto run = [](const loaded& b) { return computed{{b.x.contiguous()}, b.ids, b.labels}; };
@@ -275,7 +275,7 @@ void run_dump_plugin(const dump_options& o) {
   rec["params"] = {{"layers", o.layers},     {"batch_size", o.common.batch_size}, {"threads", resolved_threads(o.common.threads)},
                    {"limit", o.limit},       {"rows", n},                         {"preprocessing", pre.to_json()},
                    {"deflate", o.deflate},   {"resume", o.resume},
-                   {"ids", describe_id_list(o.data.ids, images.size())}};
+                   {"ids", describe_id_list(o.data.ids, images.subset())}};
   io::store_options sopt;
   sopt.deflate = o.deflate;
   sopt.batch_rows = o.common.batch_size;

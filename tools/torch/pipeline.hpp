@@ -38,6 +38,7 @@ class image_batches {
       : data_(d), pre_(std::move(p)), subset_(std::move(subset)) {}
   /// The number of inputs: the subset's, or the data set's.
   std::uint64_t size() const { return subset_.empty() ? data_.size() : subset_.size(); }
+  const std::vector<std::uint64_t>& subset() const { return subset_; }
   /// Positions [first, first + count) of the inputs (ids, through the subset).
   loaded load(std::uint64_t first, std::size_t count) const;
   /// The given input ids.

@@ -24,6 +24,7 @@ inline void write_state(hid_t loc, const std::string& path, const stats::state& 
   h5::handle g(h5::check(H5Gcreate2(loc, path.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT), file,
                          "cannot create group '" + path + "'"));
   h5::write_attribute(g.get(), "kind", s.kind, file);
+  h5::write_attribute(g.get(), "state_format_version", std::int64_t{1}, file);
   for (const auto& [k, v] : s.params) h5::write_attribute(g.get(), k, v, file);
   for (const auto& [k, v] : s.text) h5::write_attribute(g.get(), k, v, file);
   for (const auto& [name, a] : s.arrays) {
@@ -45,27 +46,30 @@ inline stats::state read_state(hid_t loc, const std::string& path, const std::st
   h5::handle g(h5::check(H5Gopen2(loc, path.c_str(), H5P_DEFAULT), file, "cannot open group '" + path + "'"));
   stats::state s;
   s.kind = h5::read_string_attribute(g.get(), "kind", file);
-  struct ctx {
-    stats::state* s;
-    const std::string* file;
-  } c{&s, &file};
-  auto on_attr = [](hid_t obj, const char* name, const H5A_info_t*, void* data) -> herr_t {
-    auto& x = *static_cast<ctx*>(data);
-    const std::string n = name;
-    if (n == "kind") return 0;
-    h5::handle attr(H5Aopen(obj, name, H5P_DEFAULT));
-    h5::handle type(H5Aget_type(attr.get()));
-    if (H5Tget_class(type.get()) == H5T_STRING) {
-      x.s->text[n] = h5::read_string_attribute(obj, n, *x.file);
-    } else {
-      double v = 0;
-      if (H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v) < 0) return -1;
-      x.s->params[n] = v;
-    }
+  if (h5::read_int_attribute(g.get(), "state_format_version", file) != 1)
+    throw io_error(quote_name(file) + ": state '" + path + "' has a format version this build does not read");
+  std::vector<std::string> attrs;
+  auto on_attr = [](hid_t, const char* name, const H5A_info_t*, void* data) -> herr_t {
+    static_cast<std::vector<std::string>*>(data)->push_back(name);
     return 0;
   };
-  h5::check(H5Aiterate2(g.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, on_attr, &c), file,
-            "cannot read the attributes of '" + path + "'");
+  h5::check(H5Aiterate2(g.get(), H5_INDEX_NAME, H5_ITER_INC, nullptr, on_attr, &attrs), file,
+            "cannot list the attributes of '" + path + "'");
+  for (const auto& n : attrs) {
+    if (n == "kind" || n == "state_format_version") continue;
+    h5::handle attr(h5::check(H5Aopen(g.get(), n.c_str(), H5P_DEFAULT), file, "cannot open attribute '" + n + "'"));
+    h5::handle type(H5Aget_type(attr.get()));
+    h5::handle space(H5Aget_space(attr.get()));
+    if (H5Sget_simple_extent_npoints(space.get()) != 1)
+      throw io_error(quote_name(file) + ": state '" + path + "' attribute '" + n + "' is not a single value");
+    if (H5Tget_class(type.get()) == H5T_STRING) {
+      s.text[n] = h5::read_string_attribute(g.get(), n, file);
+    } else {
+      double v = 0;
+      h5::check(H5Aread(attr.get(), H5T_NATIVE_DOUBLE, &v), file, "cannot read attribute '" + n + "'");
+      s.params[n] = v;
+    }
+  }
   std::vector<std::string> names;
   auto on_link = [](hid_t, const char* name, const H5L_info_t*, void* data) -> herr_t {
     static_cast<std::vector<std::string>*>(data)->push_back(name);
