@@ -151,9 +151,10 @@ double run_pipeline(const std::string& verb, const std::string& output, std::uin
   std::signal(SIGTERM, SIG_DFL);
   fail.rethrow();
   if (interrupted)
-    throw std::runtime_error(is_hdf5_name(output) ? "interrupted; the rows written so far are kept in " +
-                                                        quote_name(output + ".partial") + ": rerun with --resume"
-                                                  : "interrupted; the stream ends without its end record");
+    throw std::runtime_error(output.empty()         ? "interrupted; nothing is kept"
+                             : is_hdf5_name(output) ? "interrupted; the rows written so far are kept in " +
+                                                          quote_name(output + ".partial") + ": rerun with --resume"
+                                                    : "interrupted; the stream ends without its end record");
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
@@ -213,7 +214,8 @@ void run_transform_plugin(const transform_options& o) {
                    {"output", "PNG per input, <label>/<id>.png, rounded half up from [0,1]; list.txt in input order"}};
   png_folder_sink sink(o.output, head.x.sizes().slice(1).vec());
   auto run = [](const loaded& b) { return computed{{b.x.contiguous()}, b.ids, b.labels}; };
-  const double secs = run_pipeline("transform", o.output, 0, n, o.common.batch_size, o.common.quiet, images, run, sink);
+  // "": a folder is not resumable; an interrupted one is removed.
+  const double secs = run_pipeline("transform", "", 0, n, o.common.batch_size, o.common.quiet, images, run, sink);
   rec["timing"] = {{"rows", n}, {"seconds", secs}};
   rec["finished"] = io::utc_now();
   std::vector<std::string> log{rec.dump()};

@@ -58,7 +58,7 @@ class image_batches {
 /// Runs rows [start, n) through load → compute → sink in batches of `batch`, the stages
 /// overlapping. Returns the seconds it took. Rethrows the first failure of any stage; after
 /// SIGINT/SIGTERM it stops once the batches in flight are written and throws a message that names
-/// `output` (a store keeps them for --resume).
+/// `output` (a store keeps them for --resume; "" for an output that is not kept).
 double run_pipeline(const std::string& verb, const std::string& output, std::uint64_t start, std::uint64_t n,
                     std::size_t batch, bool quiet, const image_batches& images,
                     const std::function<computed(const loaded&)>& compute, io::batch_sink& sink);

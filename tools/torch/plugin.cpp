@@ -8,6 +8,8 @@
 #include <torch/script.h>
 #include <torch/version.h>
 
+#include <opencv2/core/version.hpp>
+
 #include <cstdio>
 #include <iostream>
 #include <limits>
@@ -53,7 +55,8 @@ void check_device(const std::string& device) {
 }
 
 nlohmann::json torch_versions() {
-  return {{"libtorch", TORCH_VERSION}, {"cuda", torch::cuda::is_available() ? "available" : "none"}};
+  // OpenCV makes the edges and silhouettes of --transform.
+  return {{"libtorch", TORCH_VERSION}, {"opencv", CV_VERSION}, {"cuda", torch::cuda::is_available() ? "available" : "none"}};
 }
 
 void add_run_context(nlohmann::json& rec, const std::string& device, const std::string& model,
