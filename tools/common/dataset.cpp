@@ -401,26 +401,41 @@ nlohmann::json preprocessing::to_json() const {
                             : nlohmann::json{{"spec", transform.to_json()}, {"seed", transform_seed}}}};
 }
 
+namespace {
+
+/// The numbers of a comma-separated list; `bad` receives the first token that is not a number.
+std::vector<double> number_list(const std::string& s, std::string& bad) {
+  std::vector<double> v;
+  std::stringstream ss(s);
+  std::string tok;
+  while (std::getline(ss, tok, ',')) {
+    std::size_t used = 0;
+    double x = 0;
+    try {
+      x = std::stod(tok, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != tok.size()) {
+      bad = tok;
+      return v;
+    }
+    v.push_back(x);
+  }
+  return v;
+}
+
+}  // namespace
+
 transform_spec transform_spec::parse(const std::string& s) {
   transform_spec t;
   const auto colon = s.find(':');
   const std::string name = s.substr(0, colon), arg = colon == std::string::npos ? "" : s.substr(colon + 1);
   auto bad = [&](const std::string& why) { return usage_error("--transform '" + s + "': " + why); };
   auto numbers = [&](std::size_t n) {
-    std::vector<double> v;
-    std::stringstream ss(arg);
     std::string tok;
-    while (std::getline(ss, tok, ',')) {
-      std::size_t used = 0;
-      double x = 0;
-      try {
-        x = std::stod(tok, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used == 0 || used != tok.size()) throw bad("'" + tok + "' is not a number");
-      v.push_back(x);
-    }
+    const auto v = number_list(arg, tok);
+    if (!tok.empty()) throw bad("'" + tok + "' is not a number");
     if (v.size() != n) throw bad("expected " + std::to_string(n) + " number(s) after ':'");
     return v;
   };
@@ -522,21 +537,10 @@ preprocessing resolve_preprocessing(const data_options& o, int native_channels) 
   p.root = o.path;
   const auto c = static_cast<std::size_t>(p.channels);
   auto parse_list = [&](const std::string& s) {
-    std::vector<float> v;
-    std::stringstream ss(s);
     std::string tok;
-    while (std::getline(ss, tok, ',')) {
-      std::size_t used = 0;
-      float x = 0;
-      try {
-        x = std::stof(tok, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used == 0 || used != tok.size())
-        throw usage_error("--normalize: '" + tok + "' is not a number (expected none, imagenet or MEAN/STD)");
-      v.push_back(x);
-    }
+    const auto d = number_list(s, tok);
+    if (!tok.empty()) throw usage_error("--normalize: '" + tok + "' is not a number (expected none, imagenet or MEAN/STD)");
+    std::vector<float> v(d.begin(), d.end());
     if (v.size() == 1) v.assign(c, v[0]);
     if (v.size() != c)
       throw usage_error("--normalize: " + std::to_string(v.size()) + " values for " + std::to_string(c) + " channels");

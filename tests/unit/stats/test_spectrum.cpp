@@ -3,6 +3,8 @@
 // DFT, known maps, and the streaming spectrum_accumulator.
 #include <catch2/catch.hpp>
 
+#include "random_maps.hpp"
+
 #include <xtensor/xarray.hpp>
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xmanipulation.hpp>
@@ -34,14 +36,6 @@ bool identical(const xt::xarray<double>& a, const xt::xarray<double>& b) {
   return true;
 }
 
-template <class T>
-xt::xarray<T> random_maps(const std::vector<std::size_t>& shape, unsigned seed, double lo = -1.0, double hi = 1.0) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  xt::xarray<T> x = xt::zeros<T>(shape);
-  for (auto& v : x) v = static_cast<T>(u(gen));
-  return x;
-}
 
 /// The power sums of one 2-D map through radial_spectrum.
 power_sums sums_of(const radial_spectrum& s, const xt::xarray<double>& map) {

@@ -3,6 +3,8 @@
 // include/shapebias/stats/moments.hpp (channel_moments).
 #include <catch2/catch.hpp>
 
+#include "random_maps.hpp"
+
 #include <xtensor/xarray.hpp>
 #include <xtensor/xbuilder.hpp>
 #include <xtensor/xmanipulation.hpp>
@@ -50,14 +52,6 @@ xt::xarray<T> map_of(std::size_t h, std::size_t w, std::initializer_list<double>
   return x;
 }
 
-template <class T>
-xt::xarray<T> random_maps(const std::vector<std::size_t>& shape, unsigned seed, double lo = -1.0, double hi = 1.0) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  xt::xarray<T> x = xt::zeros<T>(shape);
-  for (auto& v : x) v = static_cast<T>(u(gen));
-  return x;
-}
 
 /// An independent TV: numpy-style differences along each axis (values widened to double first, so
 /// every difference is exact for float maps), raised to β and summed.
