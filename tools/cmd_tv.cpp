@@ -57,11 +57,6 @@ struct tv_options {
   std::string output;
 };
 
-std::string shape_str(const std::vector<std::size_t>& s) {
-  std::string r = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
 
 bool is_model(const std::string& path) {
   // TorchScript files are zip archives ("PK\3\4"); stores and streams have their own magic.
@@ -145,9 +140,9 @@ void run_filters(const tv_options& o, nlohmann::json rec) {
                                " convolution layers, " + quote_name(o.inputs[k]) + " has " + std::to_string(nets[k].size()));
     for (std::size_t l = 0; l < nets[0].size(); ++l)
       if (nets[k][l].name != nets[0][l].name || nets[k][l].shape != nets[0][l].shape)
-        throw std::runtime_error("mismatched S/R shapes: layer '" + nets[0][l].name + "' " + shape_str(nets[0][l].shape) +
+        throw std::runtime_error("mismatched S/R shapes: layer '" + nets[0][l].name + "' " + stats::detail::shape_string(nets[0][l].shape) +
                                  " in " + quote_name(o.inputs[0]) + ", '" + nets[k][l].name + "' " +
-                                 shape_str(nets[k][l].shape) + " in " + quote_name(o.inputs[k]));
+                                 stats::detail::shape_string(nets[k][l].shape) + " in " + quote_name(o.inputs[k]));
   }
   const auto& names = o.names;
   std::ostringstream t;
@@ -255,7 +250,7 @@ void accumulate(io::batch_source& src, pass& ps, const std::vector<std::string>&
     if (!i) throw io_error(quote_name(ps.input) + ": no layer '" + n + "'");
     const auto& s = h.layers[*i].shape;
     if (s.size() != 3)
-      throw io_error(quote_name(ps.input) + ": layer '" + n + "' has rows of shape " + shape_str(s) +
+      throw io_error(quote_name(ps.input) + ": layer '" + n + "' has rows of shape " + stats::detail::shape_string(s) +
                      "; TV needs [C, H, W] maps");
     idx.push_back(*i);
     layer_stats l{n, s, stats::tv_accumulator(s[0], p, policy), std::nullopt};
@@ -360,8 +355,8 @@ void run_activations(tv_options o, nlohmann::json rec) {
                                std::to_string(b.rows) + " vs " + std::to_string(a.rows) + " rows, or other ids)");
     for (std::size_t l = 0; l < a.layers.size(); ++l)
       if (a.layers[l].shape != b.layers[l].shape)
-        throw std::runtime_error("mismatched shapes: layer '" + a.layers[l].name + "' is " + shape_str(a.layers[l].shape) +
-                                 " in " + quote_name(a.input) + " but " + shape_str(b.layers[l].shape) + " in " +
+        throw std::runtime_error("mismatched shapes: layer '" + a.layers[l].name + "' is " + stats::detail::shape_string(a.layers[l].shape) +
+                                 " in " + quote_name(a.input) + " but " + stats::detail::shape_string(b.layers[l].shape) + " in " +
                                  quote_name(b.input));
   };
   for (std::size_t k = 0; k < clean.size(); ++k) {

@@ -51,7 +51,7 @@ class topk_accuracy {
     const auto& s = x.shape();
     if (s.size() != 2 || s[1] != classes_)
       throw std::invalid_argument("top-k accuracy expects scores [B, " + std::to_string(classes_) + "], got " +
-                                  shape_string(s));
+                                  detail::shape_string(s));
     const std::size_t b = s[0];
     if (b > 0 && !labels) throw std::invalid_argument("top-k accuracy: a batch of " + std::to_string(b) + " rows without labels");
     for (std::size_t i = 0; i < b; ++i) {
@@ -121,11 +121,6 @@ class topk_accuracy {
  private:
   double fraction(std::uint64_t c) const noexcept {
     return count_ ? static_cast<double>(c) / static_cast<double>(count_) : std::numeric_limits<double>::quiet_NaN();
-  }
-  static std::string shape_string(const std::vector<std::size_t>& s) {
-    std::string r = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-    return r + "]";
   }
   std::size_t classes_, k_;
   std::uint64_t count_ = 0, correct1_ = 0, correctk_ = 0;

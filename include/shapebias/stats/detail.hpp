@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <exception>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -51,6 +52,13 @@ class row_major_block {
   xt::xarray<T, xt::layout_type::row_major> copy_;
   const T* data_ = nullptr;
 };
+
+/// "[2, 3, 4]", for error messages.
+inline std::string shape_string(const std::vector<std::size_t>& s) {
+  std::string r = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
 
 /// Runs f(begin, end) over [0, n) split into `threads` contiguous parts, each on its own thread
 /// (the first on the caller's). Rethrows the first exception. Work items must be independent:

@@ -167,7 +167,7 @@ class shape_bias_accumulator {
     const detail::row_major_block<T> x(probs);
     const auto& s = x.shape();
     if (s.size() != 2 || s[1] == 0)
-      throw std::invalid_argument("shape bias expects probabilities [B, fine classes], got " + shape_string(s));
+      throw std::invalid_argument("shape bias expects probabilities [B, fine classes], got " + detail::shape_string(s));
     const std::size_t b = s[0], fine = s[1], n = categories();
     if (fine_ && fine != fine_)
       throw std::invalid_argument("shape bias: a batch of " + std::to_string(fine) + " fine classes after batches of " +
@@ -325,11 +325,6 @@ class shape_bias_accumulator {
     std::vector<std::uint64_t> v(n);
     for (std::size_t c = 0; c < n; ++c) v[c] = static_cast<std::uint64_t>(a(c));
     return v;
-  }
-  static std::string shape_string(const std::vector<std::size_t>& s) {
-    std::string r = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-    return r + "]";
   }
   coarse_mapping map_;
   std::vector<std::uint64_t> shape_, texture_, neither_, excluded_;  // per shape category

@@ -184,7 +184,7 @@ class tv_accumulator {
     const auto& s = batch.derived_cast().shape();
     if (s.size() != 4 || s[1] != channels())
       throw std::invalid_argument("TV update expects [B, " + std::to_string(channels()) + ", H, W], got " +
-                                  shape_string({s.begin(), s.end()}));
+                                  detail::shape_string({s.begin(), s.end()}));
     const bool first = rows_ == 0 && h_ == 0;
     if (!first && (s[2] != h_ || s[3] != w_))
       throw std::invalid_argument("TV update: maps of " + std::to_string(s[2]) + "x" + std::to_string(s[3]) +
@@ -269,11 +269,6 @@ class tv_accumulator {
   }
 
  private:
-  static std::string shape_string(const std::vector<std::size_t>& s) {
-    std::string r = "[";
-    for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-    return r + "]";
-  }
   tv_params p_;
   nonfinite_policy policy_;
   channel_moments m_;
