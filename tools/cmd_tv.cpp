@@ -10,7 +10,6 @@
 #include <cstring>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -37,8 +36,6 @@
 
 namespace shapebias::tools {
 namespace {
-
-namespace fs = std::filesystem;
 
 struct tv_options {
   common_options common;
