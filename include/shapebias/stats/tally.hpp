@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: MIT
+// NetDissect IoU tally (peers.md §5.2, "Step 3 — tally").
+//
+//   upsample_bilinear  PIL-bilinear / interpolate(align_corners=False) up-sampling of a float map:
+//                      source coordinate (d + 0.5)·h/sh − 0.5, clamped to [0, h−1] (edge replication).
+//   iou_tally          per image, per unit: ground truth G[label], intersections I[unit, label] and
+//                      category-conditioned activation areas A_cat[unit, category] as exact integer
+//                      counts; IoU = I / (A_cat[k, primary(label)] + G − I + 1e−10).
+//
+// Label 0 means unlabelled and is always ignored. Counts are uint64, so results do not depend on the
+// thread count (units are independent; each unit's row is written by one thread only).
+#pragma once
+
+#include <xtensor/xarray.hpp>
+#include <xtensor/xbuilder.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "shapebias/stats/detail.hpp"
+#include "shapebias/stats/state.hpp"
+
+namespace shapebias::stats {
+
+namespace detail {
+
+/// Index pair and weight of the upper neighbour for output position d of n_out from n_in values.
+struct lerp_tap {
+  std::size_t i0, i1;
+  double t;  // weight of i1; 1 − t for i0
+};
+
+inline std::vector<lerp_tap> lerp_taps(std::size_t n_in, std::size_t n_out) {
+  std::vector<lerp_tap> taps(n_out);
+  const double scale = static_cast<double>(n_in) / static_cast<double>(n_out);
+  for (std::size_t d = 0; d < n_out; ++d) {
+    double s = (static_cast<double>(d) + 0.5) * scale - 0.5;
+    s = std::min(std::max(s, 0.0), static_cast<double>(n_in - 1));
+    const auto i0 = static_cast<std::size_t>(std::floor(s));
+    const std::size_t i1 = std::min(i0 + 1, n_in - 1);
+    taps[d] = {i0, i1, i1 == i0 ? 0.0 : s - static_cast<double>(i0)};
+  }
+  return taps;
+}
+
+}  // namespace detail
+
+/// Bilinear up-sampling of the row-major h × w map to sh × sw floats in `out`, with pixel-centre
+/// alignment and edge clamping. Separable like PIL: a horizontal pass (double arithmetic, rounded
+/// to float) then a vertical pass. A size equal to the input's copies that axis exactly.
+/// Refuses empty maps and down-sampling (sh < h or sw < w).
+template <class T>
+void upsample_bilinear(const T* map, std::size_t h, std::size_t w, float* out, std::size_t sh, std::size_t sw) {
+  if (h == 0 || w == 0) throw std::invalid_argument("upsample_bilinear: empty map " + detail::shape_string({h, w}));
+  if (sh < h || sw < w)
+    throw std::invalid_argument("upsample_bilinear: output " + detail::shape_string({sh, sw}) + " is smaller than input " +
+                                detail::shape_string({h, w}) + " (up-sampling only)");
+  const auto tx = detail::lerp_taps(w, sw), ty = detail::lerp_taps(h, sh);
+  std::vector<float> rows(h * sw);
+  for (std::size_t i = 0; i < h; ++i)
+    for (std::size_t x = 0; x < sw; ++x) {
+      const auto& p = tx[x];
+      const double a = static_cast<double>(map[i * w + p.i0]), b = static_cast<double>(map[i * w + p.i1]);
+      rows[i * sw + x] = static_cast<float>(p.t == 0.0 ? a : (1.0 - p.t) * a + p.t * b);
+    }
+  for (std::size_t y = 0; y < sh; ++y) {
+    const auto& p = ty[y];
+    const float *r0 = rows.data() + p.i0 * sw, *r1 = rows.data() + p.i1 * sw;
+    for (std::size_t x = 0; x < sw; ++x)
+      out[y * sw + x] = static_cast<float>(
+          p.t == 0.0 ? static_cast<double>(r0[x]) : (1.0 - p.t) * static_cast<double>(r0[x]) + p.t * static_cast<double>(r1[x]));
+  }
+}
+
+/// Which images a unit's activation area counts towards a category's union.
+///   lite:     the image has a label of primary category c inside the mask (or an image-level one).
+///   original: the image has a label of primary category c anywhere (pixel- or image-level).
+enum class union_rule { lite, original };
+
+inline std::string to_string(union_rule r) { return r == union_rule::original ? "original" : "lite"; }
+inline union_rule parse_union_rule(const std::string& s) {
+  if (s == "lite") return union_rule::lite;
+  if (s == "original") return union_rule::original;
+  throw std::invalid_argument("union rule '" + s + "' is not one of lite, original");
+}
+
+/// One image of a tally: activations [U, h, w], segmentation layers of sh × sw labels each, and
+/// image-level labels (applied to the whole image).
+struct tally_image {
+  const float* acts = nullptr;
+  std::vector<const std::int32_t*> label_layers;
+  std::vector<std::int32_t> image_labels;
+};
+
+/// The best label of a unit.
+struct tally_best {
+  std::int32_t label = 0;     // argmax of IoU over labels ≠ 0; lowest label on ties
+  std::int32_t category = 0;  // primary category of that label
+  double iou = 0;
+  bool dead = true;  // IoU 0 for every label (the label is then label 1, meaningless)
+};
+
+class iou_tally {
+ public:
+  /// units U, labels L (label 0 = unlabelled), categories C, primary[L] (the primary category of
+  /// each label, in [0, C); primary[0] is ignored).
+  iou_tally(std::size_t units, std::size_t labels, std::size_t categories, std::vector<std::int32_t> primary,
+            union_rule rule = union_rule::lite)
+      : u_(units), l_(labels), c_(categories), primary_(std::move(primary)), rule_(rule),
+        g_(labels, 0), i_(units * labels, 0), a_(units * categories, 0) {
+    if (labels < 2) throw std::invalid_argument("iou_tally needs at least 2 labels (label 0 is unlabelled)");
+    if (categories == 0) throw std::invalid_argument("iou_tally needs at least 1 category");
+    if (primary_.size() != labels)
+      throw std::invalid_argument("iou_tally: primary has " + std::to_string(primary_.size()) + " entries for " +
+                                  std::to_string(labels) + " labels");
+    for (std::size_t l = 1; l < labels; ++l)
+      if (primary_[l] < 0 || static_cast<std::size_t>(primary_[l]) >= categories)
+        throw std::invalid_argument("iou_tally: primary category of label " + std::to_string(l) + " is " +
+                                    std::to_string(primary_[l]) + ", not in [0, " + std::to_string(categories) + ")");
+  }
+
+  /// Adds one image: acts [U, h, w] (finite), thresholds [U] (finite), label layers of sh × sw
+  /// labels in [0, L), image-level labels in [0, L) (0 ignored). Checks everything before changing
+  /// the tally. Units run on up to `threads` threads.
+  void update_image(const float* acts, std::size_t h, std::size_t w, const float* thresholds,
+                    const std::vector<const std::int32_t*>& label_layers, std::size_t sh, std::size_t sw,
+                    const std::vector<std::int32_t>& image_labels, unsigned threads = 1) {
+    check_sizes(h, w, thresholds, sh, sw);
+    check_image(acts, h, w, label_layers, sh, sw, image_labels, 0);
+    add_image(acts, h, w, thresholds, label_layers, sh, sw, image_labels, threads);
+  }
+
+  /// Adds a batch of images, all with maps of h × w and segmentations of sh × sw; checks every
+  /// image before adding any.
+  void update_images(const std::vector<tally_image>& images, std::size_t h, std::size_t w, const float* thresholds,
+                     std::size_t sh, std::size_t sw, unsigned threads = 1) {
+    check_sizes(h, w, thresholds, sh, sw);
+    for (std::size_t n = 0; n < images.size(); ++n)
+      check_image(images[n].acts, h, w, images[n].label_layers, sh, sw, images[n].image_labels, n);
+    for (const auto& im : images) add_image(im.acts, h, w, thresholds, im.label_layers, sh, sw, im.image_labels, threads);
+  }
+
+  /// Adds another tally's counts. Refuses different units, labels, categories, primary or rule.
+  void merge(const iou_tally& o) {
+    if (o.u_ != u_ || o.l_ != l_ || o.c_ != c_)
+      throw std::invalid_argument("cannot merge an iou_tally of " + std::to_string(o.u_) + " units, " +
+                                  std::to_string(o.l_) + " labels, " + std::to_string(o.c_) + " categories into one of " +
+                                  std::to_string(u_) + ", " + std::to_string(l_) + ", " + std::to_string(c_));
+    if (o.primary_ != primary_) throw std::invalid_argument("cannot merge iou_tallies with different primary categories");
+    if (o.rule_ != rule_)
+      throw std::invalid_argument("cannot merge an iou_tally with union rule " + to_string(o.rule_) + " into one with " +
+                                  to_string(rule_));
+    const std::uint64_t im = o.images_;  // o may be *this: read each value before adding to it
+    for (std::size_t j = 0; j < g_.size(); ++j) g_[j] += o.g_[j];
+    for (std::size_t j = 0; j < i_.size(); ++j) i_[j] += o.i_[j];
+    for (std::size_t j = 0; j < a_.size(); ++j) a_[j] += o.a_[j];
+    images_ += im;
+  }
+
+  std::size_t units() const noexcept { return u_; }
+  std::size_t labels() const noexcept { return l_; }
+  std::size_t categories() const noexcept { return c_; }
+  union_rule rule() const noexcept { return rule_; }
+  const std::vector<std::int32_t>& primary() const noexcept { return primary_; }
+  std::uint64_t images() const noexcept { return images_; }
+
+  std::uint64_t ground_truth(std::size_t label) const { return g_.at(check_label(label)); }
+  std::uint64_t intersection(std::size_t k, std::size_t label) const { return i_[check_unit(k) * l_ + check_label(label)]; }
+  std::uint64_t activation(std::size_t k, std::size_t c) const {
+    if (c >= c_) throw std::out_of_range("iou_tally: category " + std::to_string(c) + " >= " + std::to_string(c_));
+    return a_[check_unit(k) * c_ + c];
+  }
+
+  /// I / (A_cat[k, primary(label)] + G − I + 1e−10).
+  double iou(std::size_t k, std::size_t label) const {
+    check_unit(k);
+    check_label(label);
+    const double in = static_cast<double>(i_[k * l_ + label]);
+    const double a = static_cast<double>(a_[k * c_ + static_cast<std::size_t>(primary_[label])]);
+    return in / (a + static_cast<double>(g_[label]) - in + 1e-10);
+  }
+
+  /// The IoU of every unit and label, [U, L] (label 0's column is 0).
+  xt::xarray<double> iou_matrix() const {
+    xt::xarray<double> m = xt::zeros<double>({u_, l_});
+    for (std::size_t k = 0; k < u_; ++k)
+      for (std::size_t l = 1; l < l_; ++l) m(k, l) = iou(k, l);
+    return m;
+  }
+
+  tally_best best(std::size_t k) const {
+    check_unit(k);
+    tally_best b;
+    b.label = 1;
+    b.iou = iou(k, 1);
+    for (std::size_t l = 2; l < l_; ++l) {
+      const double v = iou(k, l);
+      if (v > b.iou) {
+        b.iou = v;
+        b.label = static_cast<std::int32_t>(l);
+      }
+    }
+    b.category = primary_[static_cast<std::size_t>(b.label)];
+    b.dead = !(b.iou > 0);
+    return b;
+  }
+
+  state save() const {
+    state s;
+    s.kind = "iou_tally";
+    s.params = {{"version", 1.0}, {"units", static_cast<double>(u_)}, {"labels", static_cast<double>(l_)},
+                {"categories", static_cast<double>(c_)}, {"images", static_cast<double>(images_)}};
+    s.text = {{"rule", to_string(rule_)}};
+    xt::xarray<double> p = xt::zeros<double>({l_}), g = p, in = xt::zeros<double>({u_, l_}), a = xt::zeros<double>({u_, c_});
+    for (std::size_t j = 0; j < l_; ++j) {
+      p(j) = primary_[j];
+      g(j) = static_cast<double>(g_[j]);
+    }
+    for (std::size_t j = 0; j < i_.size(); ++j) in.data()[j] = static_cast<double>(i_[j]);
+    for (std::size_t j = 0; j < a_.size(); ++j) a.data()[j] = static_cast<double>(a_[j]);
+    s.arrays = {{"primary", p}, {"ground_truth", g}, {"intersection", in}, {"activation", a}};
+    return s;
+  }
+
+  static iou_tally load(const state& s) {
+    s.expect_kind("iou_tally");
+    if (s.param("version") != 1.0) throw std::invalid_argument("iou_tally state: unknown version (possible corruption)");
+    const auto u = static_cast<std::size_t>(s.param("units")), l = static_cast<std::size_t>(s.param("labels")),
+               c = static_cast<std::size_t>(s.param("categories"));
+    const auto &p = s.array("primary"), &g = s.array("ground_truth"), &in = s.array("intersection"),
+               &a = s.array("activation");
+    if (p.size() != l || g.size() != l || in.size() != u * l || a.size() != u * c)
+      throw std::invalid_argument("iou_tally state: array sizes do not match units, labels and categories");
+    std::vector<std::int32_t> prim(l);
+    for (std::size_t j = 0; j < l; ++j) prim[j] = static_cast<std::int32_t>(p(j));
+    iou_tally t(u, l, c, std::move(prim), parse_union_rule(s.choice("rule")));
+    for (std::size_t j = 0; j < l; ++j) t.g_[j] = static_cast<std::uint64_t>(g(j));
+    for (std::size_t j = 0; j < t.i_.size(); ++j) t.i_[j] = static_cast<std::uint64_t>(in.data()[j]);
+    for (std::size_t j = 0; j < t.a_.size(); ++j) t.a_[j] = static_cast<std::uint64_t>(a.data()[j]);
+    t.images_ = static_cast<std::uint64_t>(s.param("images"));
+    return t;
+  }
+
+ private:
+  std::size_t check_unit(std::size_t k) const {
+    if (k >= u_) throw std::out_of_range("iou_tally: unit " + std::to_string(k) + " >= " + std::to_string(u_));
+    return k;
+  }
+  std::size_t check_label(std::size_t l) const {
+    if (l >= l_) throw std::out_of_range("iou_tally: label " + std::to_string(l) + " >= " + std::to_string(l_));
+    return l;
+  }
+
+  void check_sizes(std::size_t h, std::size_t w, const float* thresholds, std::size_t sh, std::size_t sw) const {
+    if (h == 0 || w == 0) throw std::invalid_argument("iou_tally: empty activation map " + detail::shape_string({h, w}));
+    if (sh < h || sw < w)
+      throw std::invalid_argument("iou_tally: segmentation " + detail::shape_string({sh, sw}) +
+                                  " is smaller than the activation map " + detail::shape_string({h, w}));
+    if (!thresholds && u_) throw std::invalid_argument("iou_tally: no thresholds given");
+    for (std::size_t k = 0; k < u_; ++k)
+      if (!std::isfinite(thresholds[k]))
+        throw std::invalid_argument("iou_tally: threshold of unit " + std::to_string(k) + " is not finite");
+  }
+
+  void check_image(const float* acts, std::size_t h, std::size_t w, const std::vector<const std::int32_t*>& layers,
+                   std::size_t sh, std::size_t sw, const std::vector<std::int32_t>& image_labels, std::size_t n) const {
+    const std::string who = "iou_tally: image " + std::to_string(n) + ": ";
+    if (!acts && u_) throw std::invalid_argument(who + "no activations given");
+    for (std::size_t j = 0; j < u_ * h * w; ++j)
+      if (!std::isfinite(acts[j]))
+        throw std::invalid_argument(who + "activation of unit " + std::to_string(j / (h * w)) + " is NaN or Inf");
+    for (std::size_t y = 0; y < layers.size(); ++y) {
+      if (!layers[y]) throw std::invalid_argument(who + "label layer " + std::to_string(y) + " is null");
+      for (std::size_t p = 0; p < sh * sw; ++p)
+        if (layers[y][p] < 0 || static_cast<std::size_t>(layers[y][p]) >= l_)
+          throw std::invalid_argument(who + "label layer " + std::to_string(y) + ", pixel " + std::to_string(p) +
+                                      " has label " + std::to_string(layers[y][p]) + ", not in [0, " +
+                                      std::to_string(l_) + ")");
+    }
+    for (auto s : image_labels)
+      if (s < 0 || static_cast<std::size_t>(s) >= l_)
+        throw std::invalid_argument(who + "image-level label " + std::to_string(s) + " is not in [0, " +
+                                    std::to_string(l_) + ")");
+  }
+
+  void add_image(const float* acts, std::size_t h, std::size_t w, const float* thresholds,
+                 const std::vector<const std::int32_t*>& layers, std::size_t sh, std::size_t sw,
+                 const std::vector<std::int32_t>& image_labels, unsigned threads) {
+    const std::size_t n = sh * sw;
+    // Ground truth, and the categories present anywhere (original rule) or image-level (both rules).
+    std::vector<char> cat_anywhere(c_, 0), cat_image(c_, 0);
+    for (const auto* layer : layers)
+      for (std::size_t p = 0; p < n; ++p)
+        if (layer[p] != 0) ++g_[static_cast<std::size_t>(layer[p])];
+    std::vector<char> seen(l_, 0);
+    for (const auto* layer : layers)
+      for (std::size_t p = 0; p < n; ++p) seen[static_cast<std::size_t>(layer[p])] = 1;
+    for (std::size_t l = 1; l < l_; ++l)
+      if (seen[l]) cat_anywhere[static_cast<std::size_t>(primary_[l])] = 1;
+    std::vector<std::int32_t> img;  // image-level labels ≠ 0
+    for (auto s : image_labels)
+      if (s != 0) {
+        img.push_back(s);
+        g_[static_cast<std::size_t>(s)] += n;
+        cat_image[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
+        cat_anywhere[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
+      }
+    detail::parallel_for(u_, threads, [&](std::size_t b, std::size_t e) {
+      std::vector<float> up(n);
+      std::vector<std::uint64_t> cnt(l_, 0);
+      std::vector<std::size_t> touched;
+      std::vector<char> cats(c_);
+      for (std::size_t k = b; k < e; ++k) {
+        const float* map = acts + k * h * w;
+        const float t = thresholds[k];
+        if (*std::max_element(map, map + h * w) <= t) continue;  // exact: bilinear never exceeds the max
+        upsample_bilinear(map, h, w, up.data(), sh, sw);
+        std::uint64_t m = 0;
+        touched.clear();
+        for (std::size_t p = 0; p < n; ++p)
+          if (up[p] > t) {
+            ++m;
+            for (const auto* layer : layers) {
+              const auto l = static_cast<std::size_t>(layer[p]);
+              if (l != 0 && cnt[l]++ == 0) touched.push_back(l);
+            }
+          }
+        if (m == 0) continue;
+        std::uint64_t* irow = i_.data() + k * l_;
+        if (rule_ == union_rule::lite) std::copy(cat_image.begin(), cat_image.end(), cats.begin());
+        else std::copy(cat_anywhere.begin(), cat_anywhere.end(), cats.begin());
+        for (auto l : touched) {
+          irow[l] += cnt[l];
+          cnt[l] = 0;
+          cats[static_cast<std::size_t>(primary_[l])] = 1;  // inside the mask (subset of "anywhere")
+        }
+        for (auto s : img) irow[static_cast<std::size_t>(s)] += m;
+        std::uint64_t* arow = a_.data() + k * c_;
+        for (std::size_t c = 0; c < c_; ++c)
+          if (cats[c]) arow[c] += m;
+      }
+    });
+    ++images_;
+  }
+
+  std::size_t u_, l_, c_;
+  std::vector<std::int32_t> primary_;
+  union_rule rule_;
+  std::vector<std::uint64_t> g_, i_, a_;  // G[L], I[U, L], A_cat[U, C]
+  std::uint64_t images_ = 0;
+};
+
+}  // namespace shapebias::stats
