@@ -10,6 +10,12 @@
 #include <string>
 #include <vector>
 
+#include <xtensor/xadapt.hpp>
+#include <xtensor/xarray.hpp>
+#include <xtensor/xbuilder.hpp>
+
+#include "shapebias/stats/state.hpp"
+
 namespace shapebias::stats {
 
 class channel_moments {
@@ -51,7 +57,26 @@ class channel_moments {
     return n_.at(c) > 1 ? m2_[c] / static_cast<double>(n_[c] - 1) : std::numeric_limits<double>::quiet_NaN();
   }
 
-  // The raw state, for saving and restoring (see state.hpp).
+  /// Puts the state into `s` as the arrays PREFIXcount, PREFIXmean and PREFIXm2.
+  void save_to(state& s, const std::string& prefix) const {
+    const std::size_t c = channels();
+    xt::xarray<double> n = xt::zeros<double>({c});
+    for (std::size_t k = 0; k < c; ++k) n(k) = static_cast<double>(n_[k]);
+    s.arrays[prefix + "count"] = n;
+    s.arrays[prefix + "mean"] = xt::adapt(mean_, {c});
+    s.arrays[prefix + "m2"] = xt::adapt(m2_, {c});
+  }
+  /// The moments saved by save_to; throws std::invalid_argument unless they have `channels` values.
+  static channel_moments load_from(const state& s, const std::string& prefix, std::size_t channels) {
+    const auto &n = s.array(prefix + "count"), &mean = s.array(prefix + "mean"), &m2 = s.array(prefix + "m2");
+    if (n.size() != channels || mean.size() != channels || m2.size() != channels)
+      throw std::invalid_argument(s.kind + " state: '" + prefix + "count/mean/m2' do not have one value per channel");
+    std::vector<std::uint64_t> counts(channels);
+    for (std::size_t k = 0; k < channels; ++k) counts[k] = static_cast<std::uint64_t>(n(k));
+    return from_raw(std::move(counts), {mean.begin(), mean.end()}, {m2.begin(), m2.end()});
+  }
+
+  // The raw state (see state.hpp).
   const std::vector<std::uint64_t>& counts() const noexcept { return n_; }
   const std::vector<double>& means() const noexcept { return mean_; }
   const std::vector<double>& m2() const noexcept { return m2_; }

@@ -224,14 +224,10 @@ class spectrum_accumulator {
     const std::size_t c = channels();
     s.params = {{"channels", double(c)}, {"height", double(spec_->height())}, {"width", double(spec_->width())},
                 {"cutoff", spec_->cutoff()}, {"rows", double(rows_)}, {"skipped", double(skipped_)}};
-    xt::xarray<double> n = xt::zeros<double>({c}), mean = n, m2 = n, maps = n;
-    for (std::size_t k = 0; k < c; ++k) {
-      n(k) = double(hf_.counts()[k]);
-      mean(k) = hf_.means()[k];
-      m2(k) = hf_.m2()[k];
-      maps(k) = double(maps_[k]);
-    }
-    s.arrays = {{"hf_count", n}, {"hf_mean", mean}, {"hf_m2", m2}, {"maps", maps}, {"ring_power", ring_}};
+    xt::xarray<double> maps = xt::zeros<double>({c});
+    for (std::size_t k = 0; k < c; ++k) maps(k) = double(maps_[k]);
+    s.arrays = {{"maps", maps}, {"ring_power", ring_}};
+    hf_.save_to(s, "hf_");
     return s;
   }
 
@@ -240,16 +236,11 @@ class spectrum_accumulator {
     const auto c = static_cast<std::size_t>(s.param("channels"));
     spectrum_accumulator a(c, static_cast<std::size_t>(s.param("height")), static_cast<std::size_t>(s.param("width")),
                            s.param("cutoff"));
-    const auto &n = s.array("hf_count"), &mean = s.array("hf_mean"), &m2 = s.array("hf_m2"), &maps = s.array("maps");
-    const auto& ring = s.array("ring_power");
-    if (n.size() != c || mean.size() != c || m2.size() != c || maps.size() != c || ring.shape() != a.ring_.shape())
+    const auto &maps = s.array("maps"), &ring = s.array("ring_power");
+    if (maps.size() != c || ring.shape() != a.ring_.shape())
       throw std::invalid_argument("spectrum state: arrays do not match its channels and rings");
-    std::vector<std::uint64_t> counts(c);
-    for (std::size_t k = 0; k < c; ++k) {
-      counts[k] = static_cast<std::uint64_t>(n(k));
-      a.maps_[k] = static_cast<std::uint64_t>(maps(k));
-    }
-    a.hf_ = channel_moments::from_raw(std::move(counts), {mean.begin(), mean.end()}, {m2.begin(), m2.end()});
+    for (std::size_t k = 0; k < c; ++k) a.maps_[k] = static_cast<std::uint64_t>(maps(k));
+    a.hf_ = channel_moments::load_from(s, "hf_", c);
     a.ring_ = ring;
     a.rows_ = static_cast<std::uint64_t>(s.param("rows"));
     a.skipped_ = static_cast<std::uint64_t>(s.param("skipped"));

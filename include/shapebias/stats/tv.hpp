@@ -239,12 +239,10 @@ class tv_accumulator {
                 {"height", static_cast<double>(h_)}, {"width", static_cast<double>(w_)}};
     s.text = {{"norm", to_string(p_.norm)}, {"nonfinite", policy_ == nonfinite_policy::skip ? "skip" : "error"}};
     const std::size_t c = channels();
-    xt::xarray<double> n = xt::zeros<double>({c}), sk = n;
-    for (std::size_t k = 0; k < c; ++k) {
-      n(k) = static_cast<double>(m_.counts()[k]);
-      sk(k) = static_cast<double>(skipped_[k]);
-    }
-    s.arrays = {{"count", n}, {"skipped", sk}, {"mean", xt::adapt(m_.means(), {c})}, {"m2", xt::adapt(m_.m2(), {c})}};
+    xt::xarray<double> sk = xt::zeros<double>({c});
+    for (std::size_t k = 0; k < c; ++k) sk(k) = static_cast<double>(skipped_[k]);
+    s.arrays["skipped"] = sk;
+    m_.save_to(s, "");
     return s;
   }
 
@@ -253,15 +251,10 @@ class tv_accumulator {
     const auto c = static_cast<std::size_t>(s.param("channels"));
     tv_params p{s.param("beta"), parse_tv_norm(s.choice("norm"))};
     tv_accumulator a(c, p, s.choice("nonfinite") == "skip" ? nonfinite_policy::skip : nonfinite_policy::error);
-    const auto &n = s.array("count"), &sk = s.array("skipped"), &mean = s.array("mean"), &m2 = s.array("m2");
-    if (n.size() != c || sk.size() != c || mean.size() != c || m2.size() != c)
-      throw std::invalid_argument("tv state: arrays do not have one value per channel");
-    std::vector<std::uint64_t> counts(c);
-    for (std::size_t k = 0; k < c; ++k) {
-      counts[k] = static_cast<std::uint64_t>(n(k));
-      a.skipped_[k] = static_cast<std::uint64_t>(sk(k));
-    }
-    a.m_ = channel_moments::from_raw(std::move(counts), {mean.begin(), mean.end()}, {m2.begin(), m2.end()});
+    const auto& sk = s.array("skipped");
+    if (sk.size() != c) throw std::invalid_argument("tv state: 'skipped' does not have one value per channel");
+    for (std::size_t k = 0; k < c; ++k) a.skipped_[k] = static_cast<std::uint64_t>(sk(k));
+    a.m_ = channel_moments::load_from(s, "", c);
     a.rows_ = static_cast<std::uint64_t>(s.param("rows"));
     a.h_ = static_cast<std::size_t>(s.param("height"));
     a.w_ = static_cast<std::size_t>(s.param("width"));
