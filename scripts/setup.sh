@@ -10,6 +10,7 @@ packages=(
   libhdf5-dev hdf5-tools                         # tensor store; h5dump in tests
   catch2 libcli11-dev nlohmann-json3-dev
   libpng-dev libjpeg-dev                         # image decoding (libjpeg-turbo)
+  libcsv-dev                                     # Broden probe sets' CSV files
   libfftw3-dev                                   # spectra (shapebias::spectrum)
   libopencv-imgproc-dev                          # Canny edges, hole filling (--transform)
   libssl-dev zlib1g-dev                          # sha256 for provenance; the store's deflate

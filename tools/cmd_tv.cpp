@@ -2,15 +2,9 @@
 // `shapebias tv`: the smoothness bias (paper-spec §3). Total variation and spectra of conv filters
 // (--weights) or of activation maps, clean vs noisy, for one network or an S/R pair, from stores,
 // streams, or models run live. The formulas live in include/shapebias/stats/{tv,spectrum}.hpp.
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <limits>
 #include <optional>
@@ -54,13 +48,6 @@ struct tv_options {
   std::string output;
 };
 
-
-bool is_model(const std::string& path) {
-  // TorchScript files are zip archives ("PK\3\4"); stores and streams have their own magic.
-  std::ifstream f(path, std::ios::binary);
-  char m[4] = {};
-  return f.read(m, 4) && std::string(m, 4) == std::string("PK\3\4", 4);
-}
 
 void write_provenance(const output_folder& out, const nlohmann::json& prov, hid_t h5, const std::string& h5name) {
   out.write("provenance.json", prov.dump(2) + "\n");
@@ -209,24 +196,6 @@ struct pass {
   std::vector<layer_stats> layers;
   std::uint64_t rows = 0, fingerprint = 0;  // fingerprint: Σ splitmix64(id), order-free
   nlohmann::json provenance;
-};
-
-/// A file holding `text`, removed with the object.
-struct temp_file {
-  explicit temp_file(const std::string& text) {
-    const char* dir = std::getenv("TMPDIR");
-    std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/shapebias-ids-XXXXXX";
-    const int fd = mkstemp(tmpl.data());
-    if (fd < 0) throw io_error(quote_name(tmpl) + ": cannot create a temporary file: " + std::strerror(errno));
-    path = tmpl;
-    const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-    close(fd);
-    if (!ok) throw io_error(quote_name(path) + ": cannot write a temporary file");
-  }
-  ~temp_file() { std::remove(path.c_str()); }
-  temp_file(const temp_file&) = delete;
-  temp_file& operator=(const temp_file&) = delete;
-  std::string path;
 };
 
 std::vector<std::string> default_layers(const io::header& h) {

@@ -12,6 +12,7 @@
 
 namespace shapebias::tools {
 int run_attack(std::span<char*> args);
+int run_dissect(std::span<char*> args);
 int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
 int run_train(std::span<char*> args);
@@ -33,6 +34,8 @@ struct verb {
 const verb verbs[] = {
     {"attack", "Make adversarial examples (FGSM, PGD L∞/L2) and store them with their norms and predictions",
      shapebias::tools::run_attack},
+    {"dissect", "Network dissection on a Broden-format probe set: unit concepts, categories per layer (feature bias)",
+     shapebias::tools::run_dissect},
     {"dump", "Run a model on a data set and write chosen layers' activations (HDF5 or stream)",
      shapebias::tools::run_dump},
     {"eval", "Accuracy on a data set and its variants on the CL set, cue-conflict shape bias, ImageNet-C mCE",

@@ -8,10 +8,13 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 #include "common/endpoints.hpp"
+#include "shapebias/core/errors.hpp"
 
 namespace shapebias::tools {
 
@@ -37,6 +40,25 @@ std::vector<std::string> dump_args(const std::string& model, const data_options&
   }
   return a;
 }
+
+bool is_model(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  char m[4] = {};
+  return f.read(m, 4) && std::string(m, 4) == std::string("PK\3\4", 4);
+}
+
+temp_file::temp_file(const std::string& text) {
+  const char* dir = std::getenv("TMPDIR");
+  std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/shapebias-ids-XXXXXX";
+  const int fd = mkstemp(tmpl.data());
+  if (fd < 0) throw io_error(quote_name(tmpl) + ": cannot create a temporary file: " + std::strerror(errno));
+  path = tmpl;
+  const bool ok = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  if (!ok) throw io_error(quote_name(path) + ": cannot write a temporary file");
+}
+
+temp_file::~temp_file() { std::remove(path.c_str()); }
 
 child_stream::child_stream(const std::vector<std::string>& args) {
   for (const auto& a : args) name_ += (name_.empty() ? "shapebias " : " ") + a;

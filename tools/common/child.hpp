@@ -23,6 +23,18 @@ namespace shapebias::tools {
 std::vector<std::string> dump_args(const std::string& model, const data_options& d, const common_options& c,
                                    const std::vector<std::string>& layers);
 
+/// True for a TorchScript file (a zip archive); stores and streams have their own magic.
+bool is_model(const std::string& path);
+
+/// A temporary file holding `text` (for a child's --ids), removed with the object.
+struct temp_file {
+  explicit temp_file(const std::string& text);
+  ~temp_file();
+  temp_file(const temp_file&) = delete;
+  temp_file& operator=(const temp_file&) = delete;
+  std::string path;
+};
+
 class child_stream {
  public:
   /// Starts this executable with `args` (the verb first; "-o -" among them). Throws on failure.

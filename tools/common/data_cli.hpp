@@ -18,11 +18,12 @@ inline constexpr const char* transform_help =
 inline void add_data_options(CLI::App& app, data_options& d, bool selection = false, const char* data_name = "data") {
   auto* data = app.add_option(data_name, d.path,
                               "Data set: a Fashion-MNIST/MNIST IDX folder, an image folder (one subfolder per class), "
-                              "or a list file of 'path label' lines")
+                              "a Broden-format probe set (a folder with index.csv; label 0), or a list file of "
+                              "'path label' lines")
                    ->group("Input");
   if (data_name[0] != '-') data->required();
   app.add_option("--format", d.format, "Data set format")
-      ->check(CLI::IsMember({"auto", "idx", "folder", "list"}))->group("Input")->capture_default_str();
+      ->check(CLI::IsMember({"auto", "idx", "folder", "broden", "list"}))->group("Input")->capture_default_str();
   app.add_option("--split", d.split, "IDX split")->check(CLI::IsMember({"train", "test"}))->group("Input")
       ->capture_default_str();
   app.add_option("--channels", d.channels, "Convert images to 1 (luma) or 3 (RGB) channels; 0 keeps them")
@@ -32,8 +33,8 @@ inline void add_data_options(CLI::App& app, data_options& d, bool selection = fa
   app.add_option("--crop", d.crop, "Centre crop N x N pixels after resizing")
       ->check(CLI::NonNegativeNumber)->group("Preprocessing")->capture_default_str();
   app.add_option("--normalize", d.normalize,
-                 "Normalisation after scaling to [0,1]: none, imagenet, or MEAN/STD with comma lists "
-                 "(e.g. 0.286/0.353)")
+                 "Normalisation after scaling to [0,1]: none, imagenet, netdissect (NetDissect-Lite's Caffe "
+                 "mean, / 0.224), or MEAN/STD with comma lists (e.g. 0.286/0.353)")
       ->group("Preprocessing")->capture_default_str();
   if (!selection) return;
   app.add_option("--ids", d.ids, "Use only the inputs whose ids (0-based positions in the data set) are listed in "

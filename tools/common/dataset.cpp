@@ -16,6 +16,7 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "common/broden.hpp"
 #include "common/cli.hpp"
 #include "common/provenance.hpp"
 #include "shapebias/core/errors.hpp"
@@ -539,7 +540,7 @@ preprocessing resolve_preprocessing(const data_options& o, int native_channels) 
   auto parse_list = [&](const std::string& s) {
     std::string tok;
     const auto d = number_list(s, tok);
-    if (!tok.empty()) throw usage_error("--normalize: '" + tok + "' is not a number (expected none, imagenet or MEAN/STD)");
+    if (!tok.empty()) throw usage_error("--normalize: '" + tok + "' is not a number (expected none, imagenet, netdissect or MEAN/STD)");
     std::vector<float> v(d.begin(), d.end());
     if (v.size() == 1) v.assign(c, v[0]);
     if (v.size() != c)
@@ -549,13 +550,19 @@ preprocessing resolve_preprocessing(const data_options& o, int native_channels) 
   if (o.normalize == "none") {
     p.mean.assign(c, 0.f);
     p.std.assign(c, 1.f);
+  } else if (o.normalize == "netdissect") {
+    // NetDissect-Lite's Caffe-style input: BGR mean (109.5388, 118.6897, 124.6901) subtracted from
+    // 0..255 pixels, divided by 255·0.224; the same as this per-channel MEAN/STD on [0,1] RGB.
+    if (c != 3) throw usage_error("--normalize netdissect needs 3 channels (add --channels 3)");
+    p.mean = {124.6901f / 255.f, 118.6897f / 255.f, 109.5388f / 255.f};
+    p.std = {0.224f, 0.224f, 0.224f};
   } else if (o.normalize == "imagenet") {
     if (c != 3) throw usage_error("--normalize imagenet needs 3 channels (add --channels 3)");
     p.mean = {0.485f, 0.456f, 0.406f};
     p.std = {0.229f, 0.224f, 0.225f};
   } else {
     const auto slash = o.normalize.find('/');
-    if (slash == std::string::npos) throw usage_error("--normalize: expected none, imagenet or MEAN/STD, got '" + o.normalize + "'");
+    if (slash == std::string::npos) throw usage_error("--normalize: expected none, imagenet, netdissect or MEAN/STD, got '" + o.normalize + "'");
     p.mean = parse_list(o.normalize.substr(0, slash));
     p.std = parse_list(o.normalize.substr(slash + 1));
     for (float s : p.std)
@@ -563,6 +570,17 @@ preprocessing resolve_preprocessing(const data_options& o, int native_channels) 
   }
   return p;
 }
+
+/// A Broden-format probe set (common/broden.hpp): every image of index.csv, in its order, label 0.
+class broden_dataset : public file_dataset {
+ public:
+  explicit broden_dataset(const std::string& dir) {
+    format_ = "broden";
+    path_ = dir;
+    const auto ps = probe_set::open(dir);
+    for (std::size_t i = 0; i < ps.size(); ++i) items_.emplace_back(ps.image_path(i), 0);
+  }
+};
 
 std::unique_ptr<dataset> dataset::open(const data_options& o) {
   const std::string& p = o.path;
@@ -574,13 +592,15 @@ std::unique_ptr<dataset> dataset::open(const data_options& o) {
       format = fs::exists(fs::path(p) / "t10k-images-idx3-ubyte.gz") || fs::exists(fs::path(p) / "t10k-images-idx3-ubyte") ||
                        fs::exists(fs::path(p) / "train-images-idx3-ubyte.gz") || fs::exists(fs::path(p) / "train-images-idx3-ubyte")
                    ? "idx"
-                   : "folder";
+               : fs::exists(fs::path(p) / "index.csv") && fs::exists(fs::path(p) / "category.csv") ? "broden"
+                                                                                                : "folder";
     else
       format = "list";
   }
   std::unique_ptr<dataset> d;
   if (format == "idx") d = std::make_unique<idx_dataset>(p, o.split);
   else if (format == "folder") d = std::make_unique<folder_dataset>(p);
+  else if (format == "broden") d = std::make_unique<broden_dataset>(p);
   else d = std::make_unique<list_dataset>(p);
   if (d->size() == 0) throw io_error(quote_name(p) + ": the data set has no images");
   return d;

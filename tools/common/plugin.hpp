@@ -17,7 +17,7 @@ namespace shapebias::tools {
 /// A data set and its preprocessing (see `shapebias dump --help`).
 struct data_options {
   std::string path;
-  std::string format = "auto";  // auto, idx, folder, list
+  std::string format = "auto";  // auto, idx, folder, broden, list
   std::string split = "test";   // idx: train or test
   int channels = 0;             // 0: as stored; 1 or 3: convert
   int resize = 0;               // shorter side, 0: none

@@ -1,0 +1,557 @@
+// SPDX-License-Identifier: MIT
+// `shapebias dissect`: the feature-level bias (paper-spec §4): NetDissect-Lite's procedure
+// (peers.md §5.2) on a Broden-format probe set, for one network or an S/R pair, from models run
+// live or from stores of their activations. Two passes over the activations (thresholds, then the
+// tally) with memory that does not grow with the number of images. The statistics live in
+// include/shapebias/stats/{quantile,tally}.hpp; the probe reader in common/broden.hpp.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+
+#include <xtensor/xview.hpp>
+
+#include "common/broden.hpp"
+#include "common/child.hpp"
+#include "common/cli.hpp"
+#include "common/data_cli.hpp"
+#include "common/endpoints.hpp"
+#include "common/output_folder.hpp"
+#include "common/provenance.hpp"
+#include "common/rng.hpp"
+#include "shapebias/io/provenance.hpp"
+#include "shapebias/io/state.hpp"
+#include "shapebias/stats/quantile.hpp"
+#include "shapebias/stats/tally.hpp"
+
+namespace shapebias::tools {
+namespace {
+
+struct dissect_options {
+  common_options common;
+  std::vector<std::string> inputs, names{"S", "R"}, layers, categories;
+  std::string probe;
+  data_options data;  // preprocessing of the probe images for models run live
+  double top = 0.005;
+  std::string quantile = "sketch";
+  std::size_t resolution = stats::quantile_sketch::default_resolution;
+  std::uint64_t seed = 1;
+  std::string rule = "lite";
+  std::vector<double> iou_thresholds{0.04, 0.01, 0.0};
+  std::string output;
+};
+
+struct layer_result {
+  std::string name;
+  std::vector<std::size_t> shape;  // [C, H, W]
+  std::size_t index = 0;           // in the source's header
+  std::optional<stats::exact_quantiles> exact;
+  std::optional<stats::quantile_sketch> sketch;
+  std::vector<float> thresholds;
+  double rank_error = 0;  // the sketch's largest guaranteed rank error over units
+  std::optional<stats::iou_tally> tally;
+  std::vector<stats::tally_best> best;
+};
+
+struct network {
+  std::string name, input;
+  std::vector<layer_result> layers;
+  std::uint64_t rows = 0, fingerprint = 0;
+  nlohmann::json provenance;
+};
+
+/// Progress on stderr: in place on a terminal, otherwise a line at each tenth.
+class progress {
+ public:
+  progress(std::string what, std::size_t total, bool quiet)
+      : what_(std::move(what)), total_(total), quiet_(quiet), tty_(isatty(2) != 0) {}
+  void advance(std::size_t n) {
+    done_ += n;
+    if (quiet_ || total_ == 0) return;
+    const std::size_t tenth = done_ * 10 / total_;
+    if (tty_) std::fprintf(stderr, "\r%s: %zu/%zu images", what_.c_str(), done_, total_);
+    else if (tenth > shown_) std::fprintf(stderr, "%s: %zu/%zu images\n", what_.c_str(), done_, total_);
+    shown_ = tenth;
+  }
+  ~progress() {
+    if (!quiet_ && tty_ && done_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  std::string what_;
+  std::size_t total_, done_ = 0, shown_ = 0;
+  bool quiet_, tty_;
+};
+
+/// Runs `fn` on the activations of `input`: a store, or a model run live on the probe images
+/// (only those with labels, as --ids of a child `shapebias dump … -o -`).
+void each_source(const std::string& input, const dissect_options& o, const std::string& ids_file,
+                 const std::function<void(io::batch_source&)>& fn) {
+  if (is_model(input)) {
+    auto d = o.data;
+    d.path = o.probe;
+    d.format = "broden";
+    d.ids = ids_file;
+    child_stream child(dump_args(input, d, o.common, o.layers));
+    child.consume(fn);
+    return;
+  }
+  auto src = open_source(input, static_cast<std::size_t>(o.common.batch_size), false, o.layers);
+  fn(*src);
+}
+
+/// The rows of a batch that are labelled probe images. Refuses ids outside the probe set.
+std::vector<std::size_t> probe_rows(const io::batch& b, const probe_set& ps, const std::string& input) {
+  std::vector<std::size_t> keep;
+  for (std::size_t r = 0; r < b.rows(); ++r) {
+    const auto id = b.ids[r];
+    if (id < 0 || static_cast<std::size_t>(id) >= ps.size())
+      throw io_error(quote_name(input) + ": input id " + std::to_string(id) + " is not an image of the probe set " +
+                     quote_name(ps.path()) + " (" + std::to_string(ps.size()) + " images); dump the activations with "
+                     "--data " + ps.path());
+    if (ps.has_labels(static_cast<std::size_t>(id))) keep.push_back(r);
+  }
+  return keep;
+}
+
+/// Rows `keep` of a layer's batch [B, C, H, W], contiguous.
+xt::xarray<float> kept(const xt::xarray<float>& all, const std::vector<std::size_t>& keep) {
+  if (keep.size() == all.shape()[0]) return all;
+  return xt::view(all, xt::keep(keep), xt::all(), xt::all(), xt::all());
+}
+
+network dissect_network(const std::string& name, const std::string& input, const dissect_options& o, const probe_set& ps,
+                        const std::string& ids_file, std::size_t labelled) {
+  network net{name, input, {}, 0, 0, nullptr};
+  const auto threads = static_cast<unsigned>(resolved_threads(o.common.threads));
+
+  // Pass 1: per-unit thresholds.
+  {
+    progress bar("dissect " + name + " thresholds", labelled, o.common.quiet);
+    each_source(input, o, ids_file, [&](io::batch_source& src) {
+      const auto& h = src.header();
+      std::vector<std::string> names = o.layers;
+      if (names.empty())
+        for (const auto& l : h.layers)
+          if (l.shape.size() == 3) names.push_back(l.name);
+      if (names.empty()) throw io_error(quote_name(input) + ": no layer with [C, H, W] maps to dissect");
+      for (const auto& n : names) {
+        const auto i = h.find(n);
+        if (!i) throw io_error(quote_name(input) + ": no layer '" + n + "'");
+        const auto& s = h.layers[*i].shape;
+        if (s.size() != 3)
+          throw io_error(quote_name(input) + ": layer '" + n + "' has rows of shape " + stats::detail::shape_string(s) +
+                         "; dissection needs [C, H, W] maps with spatial axes");
+        layer_result l{n, s, *i, std::nullopt, std::nullopt, {}, 0, std::nullopt, {}};
+        if (o.quantile == "exact") l.exact.emplace(s[0]);
+        else l.sketch.emplace(s[0], o.resolution, o.seed);
+        net.layers.push_back(std::move(l));
+      }
+      while (auto b = src.next()) {
+        const auto keep = probe_rows(*b, ps, input);
+        if (keep.empty()) continue;
+        for (auto r : keep) net.fingerprint += splitmix64(static_cast<std::uint64_t>(b->ids[r]));
+        for (auto& l : net.layers) {
+          const auto x = kept(b->data[l.index], keep);
+          try {
+            if (l.exact) l.exact->update(x, threads);
+            else l.sketch->update(x, threads);
+          } catch (const std::domain_error& e) {
+            throw std::runtime_error(quote_name(input) + " layer '" + l.name + "': " + e.what());
+          }
+        }
+        net.rows += keep.size();
+        bar.advance(keep.size());
+      }
+      net.provenance = parse_log(src.header().provenance);
+    });
+  }
+  if (net.rows == 0) throw io_error(quote_name(input) + ": holds none of the labelled images of " + quote_name(ps.path()));
+  // NetDissect-Lite's level: readout element int(1000·(1 − top) − 1) of 1000, i.e. 994/999.
+  const double level = std::floor(1000.0 * (1.0 - o.top) - 1.0) / 999.0;
+  for (auto& l : net.layers) {
+    l.thresholds.resize(l.shape[0]);
+    for (std::size_t u = 0; u < l.shape[0]; ++u) {
+      l.thresholds[u] = static_cast<float>(l.exact ? l.exact->quantile_hazen(u, level) : l.sketch->threshold(u, o.top));
+      if (l.sketch) l.rank_error = std::max(l.rank_error, l.sketch->rank_error_bound(u));
+    }
+    l.tally.emplace(l.shape[0], ps.labels(), ps.categories().size(), ps.primary(), stats::parse_union_rule(o.rule));
+  }
+
+  // Pass 2: the tally.
+  std::uint64_t rows = 0, fingerprint = 0;
+  {
+    progress bar("dissect " + name + " tally", labelled, o.common.quiet);
+    each_source(input, o, ids_file, [&](io::batch_source& src) {
+      while (auto b = src.next()) {
+        const auto keep = probe_rows(*b, ps, input);
+        if (keep.empty()) continue;
+        std::vector<probe_labels> segs(keep.size());
+        std::exception_ptr failed;
+        stats::detail::parallel_for(keep.size(), threads, [&](std::size_t s, std::size_t e) {
+          try {
+            for (std::size_t j = s; j < e; ++j) segs[j] = ps.labels_of(static_cast<std::size_t>(b->ids[keep[j]]));
+          } catch (...) {
+            failed = std::current_exception();  // the first failing chunk's error is enough
+          }
+        });
+        if (failed) std::rethrow_exception(failed);
+        for (auto r : keep) fingerprint += splitmix64(static_cast<std::uint64_t>(b->ids[r]));
+        for (auto& l : net.layers) {
+          const auto& all = b->data[l.index];
+          const std::size_t per = l.shape[0] * l.shape[1] * l.shape[2];
+          for (std::size_t j = 0; j < keep.size(); ++j) {
+            std::vector<const std::int32_t*> layers;
+            for (const auto& v : segs[j].layers) layers.push_back(v.data());
+            if (segs[j].sh < l.shape[1] || segs[j].sw < l.shape[2])
+              throw io_error(quote_name(ps.image_path(static_cast<std::size_t>(b->ids[keep[j]]))) + ": segmentation " +
+                             std::to_string(segs[j].sh) + "x" + std::to_string(segs[j].sw) + " is smaller than layer '" +
+                             l.name + "' maps " + std::to_string(l.shape[1]) + "x" + std::to_string(l.shape[2]));
+            l.tally->update_image(all.data() + keep[j] * per, l.shape[1], l.shape[2], l.thresholds.data(), layers,
+                                  segs[j].sh, segs[j].sw, segs[j].image_labels, threads);
+          }
+        }
+        rows += keep.size();
+        bar.advance(keep.size());
+      }
+    });
+  }
+  if (rows != net.rows || fingerprint != net.fingerprint)
+    throw std::runtime_error(quote_name(input) + ": the second pass read other images than the first (" + std::to_string(rows) +
+                             " vs " + std::to_string(net.rows) + ")");
+  for (auto& l : net.layers)
+    for (std::size_t u = 0; u < l.shape[0]; ++u) l.best.push_back(l.tally->best(u));
+  return net;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+
+std::string csv_text(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return std::nan("");
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/// A unit counts as a detector at threshold t when it is not dead and its best IoU ≥ t.
+bool detector(const stats::tally_best& b, double t) { return !b.dead && b.iou >= t; }
+
+struct tables {
+  std::ostringstream units, layers, concepts, concept_units, differences;
+};
+
+void write_tables(const std::vector<network>& nets, const probe_set& ps, const dissect_options& o, tables& t) {
+  const auto& cats = ps.categories();
+  const auto& names = ps.label_names();
+  const std::size_t C = cats.size();
+
+  t.units << "network,layer,unit,threshold,label,category,iou,dead";
+  for (const auto& c : cats) t.units << "," << c << "_label," << c << "_iou";
+  t.units << "\n";
+  for (const auto& n : nets)
+    for (const auto& l : n.layers) {
+      const auto m = l.tally->iou_matrix();
+      for (std::size_t u = 0; u < l.best.size(); ++u) {
+        const auto& b = l.best[u];
+        t.units << n.name << "," << l.name << "," << u << "," << csv_number(l.thresholds[u]) << ","
+                << (b.dead ? "" : csv_text(names[static_cast<std::size_t>(b.label)])) << ","
+                << (b.dead ? "" : cats[static_cast<std::size_t>(b.category)]) << "," << csv_number(b.iou) << "," << b.dead;
+        for (std::size_t c = 0; c < C; ++c) {  // the best label within each category (lowest label on ties)
+          std::size_t arg = 0;
+          double v = 0;
+          for (std::size_t lab = 1; lab < ps.labels(); ++lab)
+            if (static_cast<std::size_t>(ps.primary()[lab]) == c && m(u, lab) > v) v = m(u, lab), arg = lab;
+          t.units << "," << (arg ? csv_text(names[arg]) : "") << "," << csv_number(v);
+        }
+        t.units << "\n";
+      }
+    }
+
+  // Per layer and category: detectors, their mean and median IoU and unique concepts.
+  t.layers << "network,layer,units,dead,iou_threshold,category,detectors,mean_iou,median_iou,unique_concepts\n";
+  // Per network: unique concepts per category over all layers; per concept: units labelled with it.
+  t.concepts << "network,iou_threshold,category,unique_concepts,concepts\n";
+  // count[threshold][layer or "(all)"][network][label]
+  std::map<double, std::map<std::string, std::vector<std::vector<std::size_t>>>> count;
+  for (std::size_t k = 0; k < nets.size(); ++k) {
+    const auto& n = nets[k];
+    for (double th : o.iou_thresholds) {
+      std::vector<std::set<std::size_t>> net_concepts(C);
+      for (const auto& l : n.layers) {
+        auto& per = count[th][l.name];
+        auto& all = count[th]["(all)"];
+        per.resize(nets.size(), std::vector<std::size_t>(ps.labels(), 0));
+        all.resize(nets.size(), std::vector<std::size_t>(ps.labels(), 0));
+        std::vector<std::vector<double>> ious(C);
+        std::vector<std::set<std::size_t>> concepts(C);
+        std::size_t dead = 0;
+        for (const auto& b : l.best) {
+          dead += b.dead;
+          if (!detector(b, th)) continue;
+          const auto c = static_cast<std::size_t>(b.category), lab = static_cast<std::size_t>(b.label);
+          ious[c].push_back(b.iou);
+          concepts[c].insert(lab);
+          net_concepts[c].insert(lab);
+          ++per[k][lab];
+          ++all[k][lab];
+        }
+        std::size_t total = 0;
+        std::set<std::size_t> every;
+        std::vector<double> every_iou;
+        for (std::size_t c = 0; c < C; ++c) {
+          double s = 0;
+          for (double v : ious[c]) s += v;
+          t.layers << n.name << "," << l.name << "," << l.best.size() << "," << dead << "," << csv_number(th) << "," << cats[c]
+                   << "," << ious[c].size() << "," << csv_number(ious[c].empty() ? std::nan("") : s / static_cast<double>(ious[c].size()))
+                   << "," << csv_number(median(ious[c])) << "," << concepts[c].size() << "\n";
+          total += ious[c].size();
+          every.insert(concepts[c].begin(), concepts[c].end());
+          every_iou.insert(every_iou.end(), ious[c].begin(), ious[c].end());
+        }
+        double s = 0;
+        for (double v : every_iou) s += v;
+        t.layers << n.name << "," << l.name << "," << l.best.size() << "," << dead << "," << csv_number(th) << ",(all),"
+                 << total << "," << csv_number(every_iou.empty() ? std::nan("") : s / static_cast<double>(every_iou.size()))
+                 << "," << csv_number(median(every_iou)) << "," << every.size() << "\n";
+        if (!o.common.quiet && th == o.iou_thresholds.front())
+          std::fprintf(stderr, "dissect: %s %s: %zu/%zu units with IoU >= %g, covering %zu unique concepts\n", n.name.c_str(),
+                       l.name.c_str(), total, l.best.size(), th, every.size());
+      }
+      for (std::size_t c = 0; c < C; ++c) {
+        std::string list;
+        for (auto lab : net_concepts[c]) list += (list.empty() ? "" : ";") + names[lab];
+        t.concepts << n.name << "," << csv_number(th) << "," << cats[c] << "," << net_concepts[c].size() << "," << csv_text(list)
+                   << "\n";
+      }
+    }
+  }
+
+  // Aligned concept axes: every concept any network labels a unit with, units per network.
+  t.concept_units << "iou_threshold,layer,category,concept";
+  for (const auto& n : nets) t.concept_units << "," << n.name;
+  if (nets.size() == 2) t.concept_units << "," << nets[0].name << "_minus_" << nets[1].name;
+  t.concept_units << "\n";
+  for (double th : o.iou_thresholds)
+    for (const auto& [layer, per] : count[th])
+      for (std::size_t c = 0; c < C; ++c)
+        for (std::size_t lab = 1; lab < ps.labels(); ++lab) {
+          if (static_cast<std::size_t>(ps.primary()[lab]) != c) continue;
+          bool any = false;
+          for (const auto& v : per) any = any || v[lab] > 0;
+          if (!any) continue;
+          t.concept_units << csv_number(th) << "," << layer << "," << cats[c] << "," << csv_text(names[lab]);
+          for (const auto& v : per) t.concept_units << "," << v[lab];
+          if (nets.size() == 2) t.concept_units << "," << static_cast<long long>(per[0][lab]) - static_cast<long long>(per[1][lab]);
+          t.concept_units << "\n";
+        }
+
+  // S − R: detectors per category and layer (and over all layers), and unique concepts.
+  if (nets.size() != 2) return;
+  const auto& a = nets[0].name;
+  const auto& b = nets[1].name;
+  t.differences << "iou_threshold,layer,category," << a << "_detectors," << b << "_detectors," << a << "_minus_" << b
+                << "_detectors," << a << "_concepts," << b << "_concepts," << a << "_minus_" << b << "_concepts\n";
+  for (double th : o.iou_thresholds) {
+    std::vector<std::string> order;
+    for (const auto& l : nets[0].layers) order.push_back(l.name);
+    order.push_back("(all)");
+    for (const auto& layer : order) {
+      const auto& per = count[th][layer];
+      for (std::size_t c = 0; c < C; ++c) {
+        long long d[2] = {0, 0}, u[2] = {0, 0};
+        for (std::size_t k = 0; k < 2; ++k)
+          for (std::size_t lab = 1; lab < ps.labels(); ++lab)
+            if (static_cast<std::size_t>(ps.primary()[lab]) == c && per[k][lab]) {
+              d[k] += static_cast<long long>(per[k][lab]);
+              ++u[k];
+            }
+        t.differences << csv_number(th) << "," << layer << "," << cats[c] << "," << d[0] << "," << d[1] << "," << d[0] - d[1]
+                      << "," << u[0] << "," << u[1] << "," << u[0] - u[1] << "\n";
+      }
+    }
+  }
+}
+
+void write_h5(const std::string& path, const std::string& shown, const std::vector<network>& nets, const probe_set& ps,
+              const nlohmann::json& prov) {
+  io::h5::handle h5(io::h5::check(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), shown, "cannot create"));
+  stats::state concepts;  // the concept axis, shared by every network and layer
+  concepts.kind = "concepts";
+  xt::xarray<double> primary = xt::zeros<double>({ps.labels()});
+  for (std::size_t l = 0; l < ps.labels(); ++l) primary(l) = ps.primary()[l];
+  concepts.arrays = {{"primary_category", primary}};
+  std::string names, cats;
+  for (const auto& n : ps.label_names()) names += (names.empty() ? "" : "\n") + n;
+  for (const auto& c : ps.categories()) cats += (cats.empty() ? "" : "\n") + c;
+  concepts.text = {{"names", names}, {"categories", cats}};
+  io::write_state(h5.get(), "concepts", concepts, shown);
+  for (const auto& n : nets)
+    for (const auto& l : n.layers) {
+      const std::string g = n.name + "/" + l.name;
+      stats::state r;
+      r.kind = "dissection";
+      const std::size_t U = l.shape[0];
+      xt::xarray<double> th = xt::zeros<double>({U}), bl = th, bi = th, dead = th;
+      for (std::size_t u = 0; u < U; ++u) {
+        th(u) = l.thresholds[u];
+        bl(u) = l.best[u].label;
+        bi(u) = l.best[u].iou;
+        dead(u) = l.best[u].dead;
+      }
+      r.arrays = {{"threshold", th}, {"iou", l.tally->iou_matrix()}, {"best_label", bl}, {"best_iou", bi}, {"dead", dead}};
+      io::write_state(h5.get(), g + "/result", r, shown);
+      io::write_state(h5.get(), g + "/tally", l.tally->save(), shown);
+      io::write_state(h5.get(), g + "/quantile", l.exact ? l.exact->save() : l.sketch->save(), shown);
+    }
+  io::h5::write_attribute(h5.get(), "provenance", prov.dump(), shown);
+}
+
+void run(dissect_options o, nlohmann::json rec) {
+  const bool live = is_model(o.inputs[0]);
+  for (const auto& in : o.inputs) {
+    if (in == "-") throw usage_error("dissect reads the activations twice (thresholds, then the tally): give a store or a model, not a stream");
+    if (is_model(in) != live) throw usage_error("give either models or stores of activations, not both");
+  }
+  if (live && o.layers.empty()) throw usage_error("models as inputs need -l/--layers");
+  if (!live && (o.data.resize || o.data.crop || o.data.channels || o.data.normalize != "netdissect"))
+    throw usage_error("preprocessing options (--resize, --normalize, …) are for models run live; stores already hold activations");
+  if (!(o.top > 0 && o.top < 1)) throw usage_error("--top must be in (0, 1)");
+  for (double t : o.iou_thresholds)
+    if (!(t >= 0 && t <= 1)) throw usage_error("--iou-thresholds must be in [0, 1]");
+  const auto ps = probe_set::open(o.probe, o.categories);
+  std::string ids;
+  std::size_t labelled = 0;
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    if (ps.has_labels(i)) ids += std::to_string(i) + "\n", ++labelled;
+  if (!labelled) throw io_error(quote_name(o.probe) + ": no image has labels in the selected categories");
+  std::optional<temp_file> ids_file;
+  if (live) ids_file.emplace(ids);
+
+  output_folder out(o.output);
+  std::vector<network> nets;
+  for (std::size_t k = 0; k < o.inputs.size(); ++k) {
+    nets.push_back(dissect_network(o.names[k], o.inputs[k], o, ps, ids_file ? ids_file->path : "", labelled));
+    if (o.layers.empty())
+      for (const auto& l : nets[0].layers) o.layers.push_back(l.name);
+  }
+  for (std::size_t k = 1; k < nets.size(); ++k) {
+    if (nets[k].rows != nets[0].rows || nets[k].fingerprint != nets[0].fingerprint)
+      throw std::runtime_error(quote_name(nets[k].input) + " holds other probe images than " + quote_name(nets[0].input) + " (" +
+                               std::to_string(nets[k].rows) + " vs " + std::to_string(nets[0].rows) + ")");
+  }
+
+  tables t;
+  write_tables(nets, ps, o, t);
+  rec["params"] = {{"probe", ps.describe()},
+                   {"images", nets[0].rows},
+                   {"layers", o.layers},
+                   {"names", std::vector<std::string>(o.names.begin(), o.names.begin() + static_cast<long>(o.inputs.size()))},
+                   {"top", o.top},
+                   {"level", std::floor(1000.0 * (1.0 - o.top) - 1.0) / 999.0},
+                   {"quantile", o.quantile == "exact" ? nlohmann::json{{"mode", "exact"}, {"variant", "hazen"}}
+                                                       : nlohmann::json{{"mode", "sketch"}, {"resolution", o.resolution}}},
+                   {"union", o.rule},
+                   {"iou_thresholds", o.iou_thresholds},
+                   {"detector_rule", "best IoU >= threshold, dead units (IoU 0 for every concept) excluded"},
+                   {"upsampling", "bilinear, pixel-centre alignment, edge clamping (imresize mode 'F')"}};
+  if (o.quantile == "sketch") {
+    rec["seeds"] = {{"quantile_sketch", o.seed}};
+    nlohmann::json err;
+    for (const auto& n : nets)
+      for (const auto& l : n.layers) err[n.name][l.name] = l.rank_error;
+    rec["params"]["rank_error_bound"] = err;
+  }
+  if (live)
+    rec["params"]["data"] = {{"channels", o.data.channels}, {"resize", o.data.resize}, {"crop", o.data.crop},
+                             {"normalize", o.data.normalize}};
+  nlohmann::json inputs = nlohmann::json::array();
+  for (const auto& n : nets) inputs.push_back({{"network", n.name}, {"input", n.input}, {"provenance", n.provenance}});
+  rec["finished"] = io::utc_now();
+  const nlohmann::json prov{{"run", rec}, {"inputs", inputs}};
+  write_h5(out.path("dissect.h5"), o.output + "/dissect.h5", nets, ps, prov);
+  out.write("provenance.json", prov.dump(2) + "\n");
+  out.write("units.csv", t.units.str());
+  out.write("layers.csv", t.layers.str());
+  out.write("concepts.csv", t.concepts.str());
+  out.write("concept_units.csv", t.concept_units.str());
+  if (nets.size() == 2) out.write("differences.csv", t.differences.str());
+  out.commit();
+  if (!o.common.quiet)
+    std::fprintf(stderr, "dissect: %llu images, %zu layers, %zu networks; wrote %s\n",
+                 static_cast<unsigned long long>(nets[0].rows), nets[0].layers.size(), nets.size(), o.output.c_str());
+}
+
+}  // namespace
+
+int run_dissect(std::span<char*> args) {
+  dissect_options o;
+  o.data.normalize = "netdissect";
+  CLI::App app{
+      "Network dissection (paper-spec §4; NetDissect-Lite's procedure, peers.md §5.2) on a Broden-format probe\n"
+      "set: per-unit thresholds at the top 0.5%, IoU of each unit's masks with every concept, unit labels,\n"
+      "units per category per layer, unique concepts per network, and S − R tables. The first input is S.\n\n"
+      "Examples:\n"
+      "  shapebias dissect S.pt R.pt --probe broden1_224 -l features.1,features.4 -o dissect/\n"
+      "  shapebias dump S.pt broden1_224 --normalize netdissect -l layer4 -o S.h5\n"
+      "  shapebias dissect S.h5 R.h5 --probe broden1_224 -o dissect/",
+      "shapebias dissect"};
+  app.add_option("inputs", o.inputs,
+                 "TorchScript models (run live on the probe images), or stores of their activations on the probe "
+                 "set (from 'shapebias dump MODEL PROBE'). First S, then R")
+      ->required()->group("Input");
+  app.add_option("--probe", o.probe, "The probe set: a folder in Broden's format (index.csv, label.csv, …)")
+      ->required()->group("Input");
+  app.add_option("--names", o.names, "Names of the networks, comma-separated")->delimiter(',')->group("Input")
+      ->capture_default_str();
+  app.add_option("-l,--layers", o.layers, "Layers, comma-separated (default for stores: every [C, H, W] layer)")
+      ->delimiter(',')->group("Input");
+  app.add_option("--categories", o.categories, "Concept categories to use, comma-separated (default: all of category.csv)")
+      ->delimiter(',')->group("Input");
+  app.add_option("--channels", o.data.channels, "Models: convert probe images to 1 or 3 channels; 0 keeps them")
+      ->check(CLI::IsMember({0, 1, 3}))->group("Live")->capture_default_str();
+  app.add_option("--resize", o.data.resize, "Models: resize the shorter side to N pixels")
+      ->check(CLI::NonNegativeNumber)->group("Live")->capture_default_str();
+  app.add_option("--crop", o.data.crop, "Models: centre crop N x N after resizing")
+      ->check(CLI::NonNegativeNumber)->group("Live")->capture_default_str();
+  app.add_option("--normalize", o.data.normalize,
+                 "Models: netdissect (NetDissect-Lite's Caffe mean, / 0.224), imagenet, none, or MEAN/STD")
+      ->group("Live")->capture_default_str();
+  app.add_option("--top", o.top, "Threshold: the top fraction of each unit's values (NetDissect-Lite reads element "
+                                 "int(1000(1 - top) - 1) of a 1000-point readout)")
+      ->group("Dissection")->capture_default_str();
+  app.add_option("--quantile", o.quantile, "Thresholds from a bounded-memory sketch, or exact (keeps every value: small probe sets)")
+      ->check(CLI::IsMember({"sketch", "exact"}))->group("Dissection")->capture_default_str();
+  app.add_option("--resolution", o.resolution, "Sketch: samples kept per unit")
+      ->check(CLI::Range(std::size_t{64}, std::size_t{1} << 24))->group("Dissection")->capture_default_str();
+  app.add_option("--seed", o.seed, "Sketch: seed of its compactions")->group("Dissection")->capture_default_str();
+  app.add_option("--union", o.rule, "IoU union: lite (activation area counted in images where the concept's category falls "
+                                    "inside the mask) or original (where it is annotated anywhere)")
+      ->check(CLI::IsMember({"lite", "original"}))->group("Dissection")->capture_default_str();
+  app.add_option("--iou-thresholds", o.iou_thresholds, "A unit is a detector when its best IoU is at least this; "
+                                                       "tables are written for each")
+      ->delimiter(',')->group("Dissection")->capture_default_str();
+  app.add_option("-o,--output", o.output, "Output folder: dissect.h5 (IoU matrices, tallies, sketches), units.csv, "
+                                          "layers.csv, concepts.csv, concept_units.csv, differences.csv, provenance.json")
+      ->required()->group("Output");
+  add_common_options(app, o.common);
+  if (!parse(app, args)) return 0;
+  check_names(o.names, o.inputs.size(), "inputs");
+  run(o, start_record("dissect", args));
+  return 0;
+}
+
+}  // namespace shapebias::tools
