@@ -20,6 +20,7 @@
 #include "common/broden.hpp"
 #include "common/child.hpp"
 #include "common/cli.hpp"
+#include "common/csv.hpp"
 #include "common/data_cli.hpp"
 #include "common/endpoints.hpp"
 #include "common/output_folder.hpp"
@@ -232,13 +233,6 @@ network dissect_network(const std::string& name, const std::string& input, const
 
 // ---------------------------------------------------------------------------------------------
 // Tables
-
-std::string csv_text(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
 
 double median(std::vector<double> v) {
   if (v.empty()) return std::nan("");

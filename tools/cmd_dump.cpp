@@ -2,6 +2,7 @@
 // `shapebias dump`: options; the work runs in the LibTorch plugin.
 #include <iostream>
 
+#include "common/ablation.hpp"
 #include "common/data_cli.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
@@ -21,6 +22,9 @@ int run_dump(std::span<char*> args) {
   app.add_option("-l,--layers", o.layers, "Layers to tap, comma-separated (see 'shapebias layers'); "
                                           "'input' and 'logits' are always available")
       ->required()->delimiter(',')->group("Output");
+  app.add_option("--ablate", o.ablate, "Zero channels of a layer's output for everything after it (paper-spec §4.4): "
+                                      "LAYER:zero:CHANNELS, or LAYER:keep:CHANNELS to zero all others; repeatable")
+      ->group("Input");
   app.add_option("-o,--output", o.output, "Output: FILE.h5 or FILE.hdf5 (HDF5 store), '-' (stream to stdout) or FILE (stream) "
                                           "[- when stdout is not a terminal]")
       ->group("Output");
@@ -30,6 +34,7 @@ int run_dump(std::span<char*> args) {
       ->check(CLI::Range(0, 9))->group("Output")->capture_default_str();
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
+  for (const auto& a : o.ablate) ablation::parse(a, "--ablate");  // usage errors before the plugin loads
   o.output = stream_output(o.output);
   o.record = start_record("dump", args).dump();
   plugin().dump(o);

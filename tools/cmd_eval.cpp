@@ -5,10 +5,9 @@
 // the formulas live in include/shapebias/stats/{accuracy,shape_bias,corruption}.hpp.
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
-#include <tuple>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -16,15 +15,20 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <random>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
+#include "common/ablation.hpp"
 #include "common/child.hpp"
+#include "common/csv.hpp"
 #include "common/data_cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
 #include "common/output_folder.hpp"
 #include "common/provenance.hpp"
+#include "common/rng.hpp"
 #include "shapebias/io/provenance.hpp"
 #include "shapebias/stats/accuracy.hpp"
 #include "shapebias/stats/corruption.hpp"
@@ -45,6 +49,9 @@ struct eval_options {
   data_options data;
   std::size_t k = 5;
   std::string cue_conflict, mapping, imagenet_c, baseline, output;
+  std::vector<std::string> ablate;  // LAYER:zero|keep|random:SELECT
+  std::string dissection;           // a `dissect` output folder, for concept=NAME and random
+  std::uint64_t ablate_seed = 0;
 };
 
 /// The result of one model on one data set.
@@ -59,9 +66,9 @@ struct run {
 /// Runs `model` on `d` through a child dump of its logits; writes the per-image logits and
 /// correctness to the store `store` (when not empty), with `record` (this step's provenance).
 run evaluate(const std::string& model, const data_options& d, const eval_options& o, const std::string& store,
-             const nlohmann::json& record, bool keep_probs = false) {
+             const nlohmann::json& record, bool keep_probs = false, const std::vector<std::string>& ablate = {}) {
   std::optional<run> r;
-  child_stream child(dump_args(model, d, o.common, {"logits"}));
+  child_stream child(dump_args(model, d, o.common, {"logits"}, ablate));
   child.consume([&](io::batch_source& src) {
     const auto& h = src.header();
     if (h.layers.size() != 1 || h.layers[0].shape.size() != 1)
@@ -225,6 +232,71 @@ stimuli read_stimuli(const std::string& dir, const stats::coarse_mapping& m, con
 
 }  // namespace
 
+/// The --ablate specs of network `name` (model m) as `dump --ablate` specs: concept=NAME reads the
+/// channels labelled NAME in the dissection's units.csv; random draws channels with a seed per
+/// model. Throws usage_error for a malformed spec, io_error for a concept with no channel.
+std::vector<ablation> resolve_ablations(const eval_options& o, std::size_t m) {
+  std::optional<csv_table> units;
+  std::vector<ablation> out;
+  for (const auto& spec : o.ablate) {
+    const std::string who = "--ablate '" + spec + "'";
+    const auto a = spec.find(':'), b = a == std::string::npos ? a : spec.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos || a == 0)
+      throw usage_error(who + ": expected LAYER:MODE:SELECT with MODE zero, keep or random");
+    const std::string layer = spec.substr(0, a), mode = spec.substr(a + 1, b - a - 1), select = spec.substr(b + 1);
+    if (mode != "zero" && mode != "keep" && mode != "random")
+      throw usage_error(who + ": mode '" + mode + "' is not zero, keep or random");
+    const bool by_concept = select.rfind("concept=", 0) == 0;
+    if (!by_concept && mode != "random") {
+      out.push_back(ablation::with_channels(layer, mode == "keep", select, who));
+      continue;
+    }
+    if (o.dissection.empty()) throw usage_error(who + ": concept=NAME and random need --dissection DIR (a 'shapebias dissect' output)");
+    if (!units) units = read_csv((fs::path(o.dissection) / "units.csv").string());
+    const auto cn = units->column("network"), cl = units->column("layer"), cu = units->column("unit"),
+               cb = units->column("label"), cd = units->column("dead");
+    std::vector<std::int64_t> labelled;
+    std::int64_t channels = 0;
+    for (std::size_t r = 0; r < units->rows.size(); ++r) {
+      const auto& row = units->rows[r];
+      if (row[cn] != o.names[m] || row[cl] != layer) continue;
+      ++channels;
+      if (by_concept && row[cd] == "0" && row[cb] == select.substr(8)) labelled.push_back(std::stoll(row[cu]));
+    }
+    if (channels == 0)
+      throw io_error(quote_name(units->path) + ": no units of network '" + o.names[m] + "' layer '" + layer + "'");
+    std::size_t count = labelled.size();
+    if (by_concept && labelled.empty())
+      throw io_error(quote_name(units->path) + ": no unit of network '" + o.names[m] + "' layer '" + layer + "' is labelled '" +
+                     select.substr(8) + "'");
+    if (mode != "random") {
+      ablation x{layer, mode == "keep", labelled};
+      x.normalise(who);
+      out.push_back(x);
+      continue;
+    }
+    if (!by_concept) {
+      std::string bad;
+      const auto n = number_list(select, bad);
+      if (!bad.empty() || n.size() != 1 || !(n[0] >= 1) || n[0] != std::floor(n[0]))
+        throw usage_error(who + ": random takes a channel count N or concept=NAME");
+      count = static_cast<std::size_t>(n[0]);
+    }
+    if (count > static_cast<std::size_t>(channels))
+      throw usage_error(who + ": " + std::to_string(count) + " channels asked, layer '" + layer + "' has " + std::to_string(channels));
+    // A partial Fisher-Yates shuffle, seeded per model and layer spec.
+    std::mt19937_64 rng(stream_seed(o.ablate_seed, static_cast<std::int64_t>(m), std::hash<std::string>{}(spec) & 0xffff));
+    std::vector<std::int64_t> all(static_cast<std::size_t>(channels));
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int64_t>(i);
+    for (std::size_t i = 0; i < count; ++i)
+      std::swap(all[i], all[i + std::uniform_int_distribution<std::size_t>(0, all.size() - 1 - i)(rng)]);
+    ablation x{layer, false, std::vector<std::int64_t>(all.begin(), all.begin() + static_cast<long>(count))};
+    x.normalise(who);
+    out.push_back(x);
+  }
+  return out;
+}
+
 int run_eval(std::span<char*> args) {
   eval_options o;
   CLI::App app{
@@ -257,6 +329,15 @@ int run_eval(std::span<char*> args) {
   app.add_option("--imagenet-c", o.imagenet_c, "ImageNet-C root: CORRUPTION/SEVERITY/CLASS/images")->group("ImageNet-C");
   app.add_option("--baseline", o.baseline, "CSV corruption,severity,accuracy of the baseline model (AlexNet)")
       ->group("ImageNet-C");
+  app.add_option("--ablate", o.ablate,
+                 "LAYER:MODE:SELECT: evaluate the CL set, variants, cue-conflict and ImageNet-C with channels of LAYER "
+                 "ablated (paper-spec §4.4); the clean pass that defines CL is not. MODE zero or keep (zero all others) "
+                 "with SELECT a channel list or concept=NAME (the channels --dissection labels NAME); MODE random with "
+                 "SELECT N or concept=NAME (as many random channels). Repeatable")
+      ->group("Ablation");
+  app.add_option("--dissection", o.dissection, "A 'shapebias dissect' output folder (its units.csv, with these --names)")
+      ->group("Ablation");
+  app.add_option("--ablate-seed", o.ablate_seed, "Seed of the random channels")->group("Ablation")->capture_default_str();
   app.add_option("-o,--output", o.output, "Output folder")->required()->group("Output");
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
@@ -297,7 +378,29 @@ int run_eval(std::span<char*> args) {
       throw usage_error("--variant '" + v + "': the name '" + x.name + "' is taken");
     variants.push_back(x);
   }
+  // Ablations, resolved per model (before anything runs, so that a bad spec costs nothing).
+  std::vector<std::vector<std::string>> ablate(o.models.size());
+  nlohmann::json ablate_record = nlohmann::json::array();
+  std::ostringstream ablation_csv;
+  ablation_csv << "model,spec,layer,mode,count,channels\n";
+  for (std::size_t m = 0; m < o.models.size() && !o.ablate.empty(); ++m) {
+    const auto resolved = resolve_ablations(o, m);
+    for (std::size_t i = 0; i < resolved.size(); ++i) {
+      const auto& x = resolved[i];
+      ablate[m].push_back(x.to_string());
+      const std::string list = x.to_string().substr(x.to_string().rfind(':') + 1);
+      ablation_csv << o.names[m] << "," << csv_text(o.ablate[i]) << "," << x.layer << "," << (x.keep ? "keep" : "zero") << ","
+                   << x.channels.size() << "," << csv_text(list) << "\n";
+      ablate_record.push_back({{"model", o.names[m]}, {"spec", o.ablate[i]}, {"layer", x.layer},
+                               {"mode", x.keep ? "keep" : "zero"}, {"channels", x.channels}});
+    }
+  }
   auto rec = start_record("eval", args);
+  if (!o.ablate.empty()) {
+    rec["params"]["ablate"] = ablate_record;
+    rec["seeds"]["ablate"] = o.ablate_seed;
+    if (!o.dissection.empty()) rec["params"]["dissection"] = o.dissection;
+  }
   output_folder out(o.output, {"stores"});
   auto store = [&](const std::string& variant, std::size_t m) {
     return out.path("stores/" + variant + "-" + o.names[m] + ".h5");
@@ -309,6 +412,7 @@ int run_eval(std::span<char*> args) {
   auto step = [&](const std::string& what, std::size_t m) {
     auto r = rec;
     r["params"] = {{"evaluation", what}, {"model", model_records[m]}, {"k", o.k}};
+    if (what != "all" && !ablate[m].empty()) r["params"]["ablate"] = ablate[m];
     return r;
   };
   // The clean data set's preprocessing applied to other images (stimuli, corruption sets).
@@ -376,9 +480,14 @@ int run_eval(std::span<char*> args) {
     auto eval_variant = [&](const std::string& name, data_options d) {
       std::vector<run> runs;
       std::vector<const stats::topk_accuracy*> accs;
-      for (std::size_t m = 0; m < o.models.size(); ++m) runs.push_back(evaluate(o.models[m], d, o, store(name, m), step(name, m)));
+      for (std::size_t m = 0; m < o.models.size(); ++m)
+        runs.push_back(evaluate(o.models[m], d, o, store(name, m), step(name, m), false, ablate[m]));
       for (const auto& r : runs) accs.push_back(&r.acc);
       row(name, accs);
+      if (name == "clean" && !o.ablate.empty() && !o.common.quiet)
+        for (std::size_t m = 0; m < runs.size(); ++m)
+          std::fprintf(stderr, "eval: %s ablated: top-1 on CL %s%% (accuracy drop %s%%)\n", o.names[m].c_str(),
+                       csv_number(100 * runs[m].acc.top1()).c_str(), csv_number(100 * (1 - runs[m].acc.top1())).c_str());
     };
     eval_variant("clean", on_cl);
     for (const auto& v : variants) {
@@ -397,6 +506,7 @@ int run_eval(std::span<char*> args) {
     std::fprintf(stderr, "eval: the CL set is empty: no variant is evaluated\n");
   }
   out.write("accuracy.csv", table.str());
+  if (!o.ablate.empty()) out.write("ablation.csv", ablation_csv.str());
 
   // 3. Cue-conflict shape bias.
   if (!o.cue_conflict.empty()) {
@@ -408,7 +518,7 @@ int run_eval(std::span<char*> args) {
     decisions << "model,stimulus,shape,texture,decision\n";
     for (std::size_t m = 0; m < o.models.size(); ++m) {
       // No store: the stimuli have no fine label, so per-image correctness would mean nothing.
-      auto r = evaluate(o.models[m], plain(s.list, "list"), o, "", step("cue-conflict", m), true);
+      auto r = evaluate(o.models[m], plain(s.list, "list"), o, "", step("cue-conflict", m), true, ablate[m]);
       try {
         mapping.check(r.probs.shape()[1]);
       } catch (const std::invalid_argument& e) {
@@ -510,7 +620,7 @@ int run_eval(std::span<char*> args) {
     for (std::size_t m = 0; m < o.models.size(); ++m) {
       stats::corruption_table t;
       for (const auto& x : sets) {
-        const auto r = evaluate(o.models[m], plain(x.path, "folder"), o, "", step("imagenet-c", m));
+        const auto r = evaluate(o.models[m], plain(x.path, "folder"), o, "", step("imagenet-c", m), false, ablate[m]);
         t.accuracy[x.corruption][x.severity] = r.acc.top1();
         acc_csv << o.names[m] << "," << x.corruption << "," << x.severity << "," << r.acc.count() << ","
                 << csv_number(r.acc.top1()) << "\n";

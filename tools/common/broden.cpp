@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: MIT
 #include "common/broden.hpp"
 
-#include <csv.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -11,6 +9,7 @@
 #include <fstream>
 #include <map>
 
+#include "common/csv.hpp"
 #include "common/dataset.hpp"
 #include "common/provenance.hpp"
 #include "shapebias/core/errors.hpp"
@@ -19,54 +18,6 @@ namespace shapebias::tools {
 namespace {
 
 namespace fs = std::filesystem;
-
-/// A CSV file with a header row (libcsv: quoted fields, embedded commas).
-struct csv_table {
-  std::string path;
-  std::vector<std::string> header;
-  std::vector<std::vector<std::string>> rows;
-
-  /// "'DIR/index.csv' line 7" for data row r (the header is line 1; rows hold no newlines).
-  std::string where(std::size_t r) const { return quote_name(path) + " line " + std::to_string(r + 2); }
-  std::size_t column(const std::string& name) const {
-    const auto it = std::find(header.begin(), header.end(), name);
-    if (it == header.end()) throw io_error(quote_name(path) + ": no column '" + name + "' in the header");
-    return static_cast<std::size_t>(it - header.begin());
-  }
-};
-
-csv_table read_csv(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(quote_name(path) + ": cannot open: " + std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  struct sink {
-    std::vector<std::vector<std::string>> rows;
-    std::vector<std::string> row;
-  } s;
-  csv_parser p;
-  if (csv_init(&p, CSV_STRICT | CSV_STRICT_FINI) != 0) throw std::runtime_error("libcsv: cannot initialise a parser");
-  auto field = [](void* f, std::size_t n, void* d) {
-    static_cast<sink*>(d)->row.emplace_back(static_cast<const char*>(f), n);
-  };
-  auto end_row = [](int, void* d) {
-    auto* k = static_cast<sink*>(d);
-    k->rows.push_back(std::move(k->row));
-    k->row.clear();
-  };
-  const bool ok = csv_parse(&p, text.data(), text.size(), field, end_row, &s) == text.size() &&
-                  csv_fini(&p, field, end_row, &s) == 0;
-  const std::string err = ok ? "" : csv_strerror(csv_error(&p));
-  csv_free(&p);
-  if (!ok) throw io_error(quote_name(path) + ": not valid CSV (" + err + ")");
-  if (s.rows.empty()) throw io_error(quote_name(path) + ": empty file (a header row is needed)");
-  csv_table t{path, std::move(s.rows.front()), {}};
-  t.rows.assign(std::make_move_iterator(s.rows.begin() + 1), std::make_move_iterator(s.rows.end()));
-  for (std::size_t r = 0; r < t.rows.size(); ++r)
-    if (t.rows[r].size() != t.header.size())
-      throw io_error(t.where(r) + ": " + std::to_string(t.rows[r].size()) + " fields, the header has " +
-                     std::to_string(t.header.size()));
-  return t;
-}
 
 template <class T>
 T parse_number(const csv_table& t, std::size_t r, std::size_t c) {

@@ -19,7 +19,7 @@
 namespace shapebias::tools {
 
 std::vector<std::string> dump_args(const std::string& model, const data_options& d, const common_options& c,
-                                   const std::vector<std::string>& layers) {
+                                   const std::vector<std::string>& layers, const std::vector<std::string>& ablate) {
   auto number = [](double v) {
     char b[32];
     std::snprintf(b, sizeof b, "%.17g", v);
@@ -34,6 +34,7 @@ std::vector<std::string> dump_args(const std::string& model, const data_options&
                              "--quiet", "-o", "-", "-@", std::to_string(c.threads),
                              "--batch-size", std::to_string(c.batch_size), "--device", c.device, "-l", joined};
   if (!d.ids.empty()) a.insert(a.end(), {"--ids", d.ids});
+  for (const auto& x : ablate) a.insert(a.end(), {"--ablate", x});
   if (d.noise > 0) {
     a.insert(a.end(), {"--noise", number(d.noise), "--noise-seed", std::to_string(d.noise_seed)});
     if (!d.noise_clip) a.push_back("--no-noise-clip");

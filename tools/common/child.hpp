@@ -19,9 +19,9 @@
 namespace shapebias::tools {
 
 /// The arguments of `shapebias dump MODEL DATA -l LAYERS … --quiet -o -` for a data set and its
-/// preprocessing (ids, transform and noise included).
+/// preprocessing (ids, transform and noise included), and channel ablations (--ablate specs).
 std::vector<std::string> dump_args(const std::string& model, const data_options& d, const common_options& c,
-                                   const std::vector<std::string>& layers);
+                                   const std::vector<std::string>& layers, const std::vector<std::string>& ablate = {});
 
 /// True for a TorchScript file (a zip archive); stores and streams have their own magic.
 bool is_model(const std::string& path);

@@ -402,9 +402,6 @@ nlohmann::json preprocessing::to_json() const {
                             : nlohmann::json{{"spec", transform.to_json()}, {"seed", transform_seed}}}};
 }
 
-namespace {
-
-/// The numbers of a comma-separated list; `bad` receives the first token that is not a number.
 std::vector<double> number_list(const std::string& s, std::string& bad) {
   std::vector<double> v;
   std::stringstream ss(s);
@@ -425,8 +422,6 @@ std::vector<double> number_list(const std::string& s, std::string& bad) {
   }
   return v;
 }
-
-}  // namespace
 
 transform_spec transform_spec::parse(const std::string& s) {
   transform_spec t;

@@ -48,6 +48,10 @@ struct transform_spec {
   nlohmann::json to_json() const;
 };
 
+/// The numbers of a comma-separated list; `bad` receives the first token that is not a number
+/// (and the numbers before it are returned).
+std::vector<double> number_list(const std::string& s, std::string& bad);
+
 /// Resolved preprocessing: what is applied to every image, recorded in provenance.
 struct preprocessing {
   int channels = 0;  // output channels

@@ -36,6 +36,7 @@ struct dump_options {
   std::string model;
   data_options data;
   std::vector<std::string> layers;
+  std::vector<std::string> ablate;  // LAYER:zero|keep:CHANNELS (common/ablation.hpp)
   std::string output;
   std::uint64_t limit = 0;
   bool resume = false;

@@ -229,6 +229,9 @@ void run_dump_plugin(const dump_options& o) {
   const auto data = dataset::open(o.data);
   const auto pre = resolve_preprocessing(o.data, data->native_channels());
   tapped_model model(o.model, o.common.device);
+  std::vector<ablation> ablations;
+  for (const auto& a : o.ablate) ablations.push_back(ablation::parse(a, "--ablate"));
+  model.ablate(ablations);
   auto taps = o.layers;
   taps.push_back("logits");  // always computed: its width bounds the labels
   model.select(taps);
@@ -242,8 +245,10 @@ void run_dump_plugin(const dump_options& o) {
     try {
       out = model.forward(b.x.to(model.device()));
     } catch (const std::exception& e) {
-      throw std::runtime_error("model '" + o.model + "' rejects input of shape " + c10::str(b.x.sizes()) + ": " +
-                               first_line(e));
+      std::string ablated;
+      for (const auto& a : ablations) ablated += (ablated.empty() ? " with --ablate " : ", ") + a.to_string();
+      throw std::runtime_error("model '" + o.model + "'" + ablated + " rejects input of shape " + c10::str(b.x.sizes()) +
+                               ": " + first_line(e));
     }
     computed c{{}, b.ids, b.labels};
     for (std::size_t i = 0; i < o.layers.size(); ++i) {
@@ -278,11 +283,15 @@ void run_dump_plugin(const dump_options& o) {
                    {"limit", o.limit},       {"rows", n},                         {"preprocessing", pre.to_json()},
                    {"deflate", o.deflate},   {"resume", o.resume},
                    {"ids", describe_id_list(o.data.ids, images.subset())}};
+  rec["params"]["ablate"] = nlohmann::json::array();
+  for (const auto& a : ablations)
+    rec["params"]["ablate"].push_back({{"layer", a.layer}, {"mode", a.keep ? "keep" : "zero"}, {"channels", a.channels}});
   io::store_options sopt;
   sopt.deflate = o.deflate;
   sopt.batch_rows = o.common.batch_size;
   sopt.resume_key = sha256_text(
-      nlohmann::json{rec["model"]["sha256"], rec["inputs"], pre.to_json(), o.layers, rec["params"]["ids"]}.dump());
+      nlohmann::json{rec["model"]["sha256"], rec["inputs"], pre.to_json(), o.layers, rec["params"]["ids"],
+                     rec["params"]["ablate"]}.dump());
   hdr.provenance.push_back(rec.dump());
 
   std::uint64_t start = 0;

@@ -118,6 +118,31 @@ void tapped_model::select(const std::vector<std::string>& names) {
   std::vector<std::string> valid;
   for (auto& p : points_) valid.push_back(p.name);
   selected_.clear();
+  const std::size_t first_module = points_.front().what == tap_point::kind::input ? 1 : 0;
+  for (const auto& a : ablations_) {
+    const auto it = std::find_if(points_.begin(), points_.end(), [&](const tap_point& p) { return p.name == a.layer; });
+    if (it == points_.end() || it->what != tap_point::kind::module) {
+      std::vector<std::string> modules;
+      for (auto& p : points_)
+        if (p.what == tap_point::kind::module) modules.push_back(p.name);
+      throw std::invalid_argument(unknown_name_message("layer to ablate", a.layer, quote_name(path_), modules));
+    }
+    jit::Value* v = all.values[static_cast<std::size_t>(it - points_.begin()) - first_module];
+    // The new value replaces every later use of the layer's output (taps of it included).
+    jit::WithInsertPoint guard(v->node()->next());
+    jit::Value* index = g.insertConstant(torch::tensor(a.channels, torch::kLong).to(device_));
+    jit::Value* nv = nullptr;
+    if (a.keep) {
+      jit::Value* kept = g.insert(c10::aten::index_select, {v, 1, index});
+      jit::Value* zeros = g.insert(c10::aten::zeros_like, {v});
+      nv = g.insert(c10::aten::index_copy, {zeros, 1, index, kept});
+    } else {
+      nv = g.insert(c10::aten::index_fill, {v, 1, index, 0.0});
+    }
+    v->replaceAllUsesAfterNodeWith(nv->node(), nv);
+    for (auto& r : all.values)
+      if (r == v) r = nv;
+  }
   std::vector<jit::Value*> outs;
   jit::AliasDb alias(all.graph);
   for (const auto& name : names) {
@@ -139,7 +164,7 @@ void tapped_model::select(const std::vector<std::string>& names) {
     jit::Value* v = nullptr;
     if (point.what == tap_point::kind::input) v = g.inputs()[1];
     else if (point.what == tap_point::kind::output) v = g.outputs()[0];
-    else v = all.values[idx - (points_.front().what == tap_point::kind::input ? 1 : 0)];
+    else v = all.values[idx - first_module];
     if (point.what == tap_point::kind::module && v->type()->isSubtypeOf(*c10::TensorType::get()) &&
         written_later(alias, v)) {
       // Snapshot the value where it is made: a later in-place op would otherwise change it.

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/ablation.hpp"
+
 namespace shapebias::tools {
 
 /// One place that can be tapped: a submodule call in the model's forward graph.
@@ -33,6 +35,11 @@ class tapped_model {
   /// Chooses the taps that forward() returns. Throws std::invalid_argument for an unknown name,
   /// with the closest valid names.
   void select(const std::vector<std::string>& names);
+
+  /// Channel ablations (paper-spec §4.4) built into the graph of the next select(), applied in
+  /// order; forward() runs them, logits() does not. select() throws std::invalid_argument for a
+  /// layer that is not a submodule call.
+  void ablate(std::vector<ablation> a) { ablations_ = std::move(a); }
 
   /// Runs the model on x (NCHW, on the model's device) and returns the selected taps, in the order
   /// given to select(). No gradients are recorded.
@@ -59,6 +66,7 @@ class tapped_model {
   std::vector<tap_point> points_;
   std::unique_ptr<torch::jit::GraphFunction> fn_;  // the graph that returns the selected taps
   std::vector<int> selected_;                      // index into points_
+  std::vector<ablation> ablations_;
 };
 
 }  // namespace shapebias::tools
