@@ -281,3 +281,14 @@ def test_usage_errors(sb, probe, alexnet_store, tmp_path, args, frag):
     proc = sb("dissect", *args, "-o", tmp_path / "o")
     assert proc.returncode in (1, 2)
     one_error_line(proc, frag)
+
+
+def test_identical_at_one_and_two_threads(sb, probe, alexnet_store, tmp_path):
+    for t in ["1", "2"]:
+        run_ok(sb, alexnet_store, "--probe", probe, "-l", "features.1,features.4", "--resolution", "512", "-@", t,
+               "-o", tmp_path / t)
+    with h5py.File(tmp_path / "1" / "dissect.h5") as a, h5py.File(tmp_path / "2" / "dissect.h5") as b:
+        for layer in ["features.1", "features.4"]:
+            for k in ["result/threshold", "result/iou", "tally/intersection", "tally/activation", "tally/ground_truth"]:
+                np.testing.assert_array_equal(a[f"S/{layer}/{k}"][:], b[f"S/{layer}/{k}"][:])
+    assert (tmp_path / "1" / "units.csv").read_text() == (tmp_path / "2" / "units.csv").read_text()
