@@ -207,15 +207,21 @@ network dissect_network(const std::string& name, const std::string& input, const
         for (auto& l : net.layers) {
           const auto& all = b->data[l.index];
           const std::size_t per = l.shape[0] * l.shape[1] * l.shape[2];
-          for (std::size_t j = 0; j < keep.size(); ++j) {
-            std::vector<const std::int32_t*> layers;
-            for (const auto& v : segs[j].layers) layers.push_back(v.data());
-            if (segs[j].sh < l.shape[1] || segs[j].sw < l.shape[2])
-              throw io_error(quote_name(ps.image_path(static_cast<std::size_t>(b->ids[keep[j]]))) + ": segmentation " +
-                             std::to_string(segs[j].sh) + "x" + std::to_string(segs[j].sw) + " is smaller than layer '" +
+          // Runs of images with one segmentation size go to the tally together (one thread start).
+          for (std::size_t j0 = 0; j0 < keep.size();) {
+            std::size_t j1 = j0;
+            std::vector<stats::tally_image> run;
+            for (; j1 < keep.size() && segs[j1].sh == segs[j0].sh && segs[j1].sw == segs[j0].sw; ++j1) {
+              stats::tally_image im{all.data() + keep[j1] * per, {}, segs[j1].image_labels};
+              for (const auto& v : segs[j1].layers) im.label_layers.push_back(v.data());
+              run.push_back(std::move(im));
+            }
+            if (segs[j0].sh < l.shape[1] || segs[j0].sw < l.shape[2])
+              throw io_error(quote_name(ps.image_path(static_cast<std::size_t>(b->ids[keep[j0]]))) + ": segmentation " +
+                             std::to_string(segs[j0].sh) + "x" + std::to_string(segs[j0].sw) + " is smaller than layer '" +
                              l.name + "' maps " + std::to_string(l.shape[1]) + "x" + std::to_string(l.shape[2]));
-            l.tally->update_image(all.data() + keep[j] * per, l.shape[1], l.shape[2], l.thresholds.data(), layers,
-                                  segs[j].sh, segs[j].sw, segs[j].image_labels, threads);
+            l.tally->update_images(run, l.shape[1], l.shape[2], l.thresholds.data(), segs[j0].sh, segs[j0].sw, threads);
+            j0 = j1;
           }
         }
         rows += keep.size();

@@ -195,8 +195,9 @@ class exact_quantiles {
 /// Memory. retained(u) ≤ max(resolution, 64) samples at every moment after update/merge returns
 /// (64 bounds the number of levels, since counts are < 2^64), whatever the number of values.
 /// Samples are 4-byte floats (weights are implied by the level), so U × resolution × 4 bytes of
-/// samples, plus per-unit bookkeeping (O(levels)). Allocated capacity can exceed retained(): a level's
-/// std::vector keeps the capacity of its largest fill (each fill ≤ resolution + 1) after compaction.
+/// samples, plus per-unit bookkeeping (O(levels)). Allocated capacity stays within a small factor of
+/// that: level 0 keeps its capacity (≤ resolution + 1), higher levels are freed when compacted, so
+/// peak memory does not grow with the number of values (benchmarks/tally_benchmark.py measures it).
 class quantile_sketch {
  public:
   static constexpr std::size_t default_resolution = 24 * 1024;
@@ -450,6 +451,7 @@ class quantile_sketch {
     const bool odd = lv.size() % 2 == 1;
     const float kept = odd ? lv.back() : 0.0f;
     lv.clear();
+    if (h > 0) lv.shrink_to_fit();  // level 0 refills at once; higher levels rarely: free them
     if (odd) lv.push_back(kept);
     s.size -= pairs;
     s.err += std::ldexp(1.0, static_cast<int>(h));

@@ -18,8 +18,10 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "shapebias/stats/detail.hpp"
@@ -48,6 +50,50 @@ inline std::vector<lerp_tap> lerp_taps(std::size_t n_in, std::size_t n_out) {
   return taps;
 }
 
+/// The interpolation of both passes of upsample_bilinear, in double: a itself where t = 0. One
+/// definition, so the masked tally path (iou_tally) computes bit-identical values.
+inline double lerp(double a, double b, double t) { return t == 0.0 ? a : (1.0 - t) * a + t * b; }
+
+/// The constants of masked up-sampling of h × w maps to sh × sw: the taps of both axes and, per
+/// source column j, the range of output columns whose taps can read column j.
+struct mask_geometry {
+  std::size_t h, w, sh, sw;
+  std::vector<lerp_tap> tx, ty;
+  std::vector<std::size_t> x_first, x_last;  // first output x with tx[x].i1 ≥ j; last with tx[x].i0 ≤ j
+
+  mask_geometry(std::size_t h_, std::size_t w_, std::size_t sh_, std::size_t sw_)
+      : h(h_), w(w_), sh(sh_), sw(sw_), tx(lerp_taps(w_, sw_)), ty(lerp_taps(h_, sh_)), x_first(w_), x_last(w_) {
+    for (std::size_t j = 0; j < w; ++j) {
+      std::size_t a = 0;
+      while (a + 1 < sw && tx[a].i1 < j) ++a;
+      std::size_t b = sw - 1;
+      while (b > 0 && tx[b].i0 > j) --b;
+      x_first[j] = a;
+      x_last[j] = b;
+    }
+  }
+};
+
+/// True if any of the n floats is NaN or ±Inf (a branch-free scan on the bit patterns, so it
+/// vectorises and holds under -ffast-math).
+inline bool any_not_finite(const float* v, std::size_t n) {
+  std::uint32_t bad = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    std::uint32_t b;
+    std::memcpy(&b, v + j, sizeof b);
+    bad |= static_cast<std::uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+  }
+  return bad != 0;
+}
+
+/// True if any of the n labels is negative or ≥ limit.
+inline bool any_label_outside(const std::int32_t* v, std::size_t n, std::size_t limit) {
+  const auto lim = static_cast<std::uint32_t>(std::min<std::size_t>(limit, 0x80000000u));
+  std::uint32_t bad = 0;
+  for (std::size_t j = 0; j < n; ++j) bad |= static_cast<std::uint32_t>(static_cast<std::uint32_t>(v[j]) >= lim);
+  return bad != 0;
+}
+
 }  // namespace detail
 
 /// Bilinear up-sampling of the row-major h × w map to sh × sw floats in `out`, with pixel-centre
@@ -65,15 +111,14 @@ void upsample_bilinear(const T* map, std::size_t h, std::size_t w, float* out, s
   for (std::size_t i = 0; i < h; ++i)
     for (std::size_t x = 0; x < sw; ++x) {
       const auto& p = tx[x];
-      const double a = static_cast<double>(map[i * w + p.i0]), b = static_cast<double>(map[i * w + p.i1]);
-      rows[i * sw + x] = static_cast<float>(p.t == 0.0 ? a : (1.0 - p.t) * a + p.t * b);
+      rows[i * sw + x] =
+          static_cast<float>(detail::lerp(static_cast<double>(map[i * w + p.i0]), static_cast<double>(map[i * w + p.i1]), p.t));
     }
   for (std::size_t y = 0; y < sh; ++y) {
     const auto& p = ty[y];
     const float *r0 = rows.data() + p.i0 * sw, *r1 = rows.data() + p.i1 * sw;
     for (std::size_t x = 0; x < sw; ++x)
-      out[y * sw + x] = static_cast<float>(
-          p.t == 0.0 ? static_cast<double>(r0[x]) : (1.0 - p.t) * static_cast<double>(r0[x]) + p.t * static_cast<double>(r1[x]));
+      out[y * sw + x] = static_cast<float>(detail::lerp(static_cast<double>(r0[x]), static_cast<double>(r1[x]), p.t));
   }
 }
 
@@ -132,17 +177,22 @@ class iou_tally {
                     const std::vector<std::int32_t>& image_labels, unsigned threads = 1) {
     check_sizes(h, w, thresholds, sh, sw);
     check_image(acts, h, w, label_layers, sh, sw, image_labels, 0);
-    add_image(acts, h, w, thresholds, label_layers, sh, sw, image_labels, threads);
+    add_images({tally_image{acts, label_layers, image_labels}}, h, w, thresholds, sh, sw, threads);
   }
 
   /// Adds a batch of images, all with maps of h × w and segmentations of sh × sw; checks every
-  /// image before adding any.
+  /// image before adding any. Faster per image than update_image at several threads (the threads
+  /// start once per batch).
   void update_images(const std::vector<tally_image>& images, std::size_t h, std::size_t w, const float* thresholds,
                      std::size_t sh, std::size_t sw, unsigned threads = 1) {
     check_sizes(h, w, thresholds, sh, sw);
-    for (std::size_t n = 0; n < images.size(); ++n)
-      check_image(images[n].acts, h, w, images[n].label_layers, sh, sw, images[n].image_labels, n);
-    for (const auto& im : images) add_image(im.acts, h, w, thresholds, im.label_layers, sh, sw, im.image_labels, threads);
+    // Contiguous parts in order, each stopping at its first bad image, rethrown in part order: the
+    // error is always the first bad image's.
+    detail::parallel_for(images.size(), threads, [&](std::size_t b, std::size_t e) {
+      for (std::size_t n = b; n < e; ++n)
+        check_image(images[n].acts, h, w, images[n].label_layers, sh, sw, images[n].image_labels, n);
+    });
+    add_images(images, h, w, thresholds, sh, sw, threads);
   }
 
   /// Adds another tally's counts. Refuses different units, labels, categories, primary or rule.
@@ -269,83 +319,188 @@ class iou_tally {
 
   void check_image(const float* acts, std::size_t h, std::size_t w, const std::vector<const std::int32_t*>& layers,
                    std::size_t sh, std::size_t sw, const std::vector<std::int32_t>& image_labels, std::size_t n) const {
-    const std::string who = "iou_tally: image " + std::to_string(n) + ": ";
-    if (!acts && u_) throw std::invalid_argument(who + "no activations given");
-    for (std::size_t j = 0; j < u_ * h * w; ++j)
-      if (!std::isfinite(acts[j]))
-        throw std::invalid_argument(who + "activation of unit " + std::to_string(j / (h * w)) + " is NaN or Inf");
+    const auto who = [n] { return "iou_tally: image " + std::to_string(n) + ": "; };
+    if (!acts && u_) throw std::invalid_argument(who() + "no activations given");
+    // Branch-free scans first; the loops that name the culprit only run when one fails.
+    if (detail::any_not_finite(acts, u_ * h * w))
+      for (std::size_t j = 0; j < u_ * h * w; ++j)
+        if (!std::isfinite(acts[j]))
+          throw std::invalid_argument(who() + "activation of unit " + std::to_string(j / (h * w)) + " is NaN or Inf");
     for (std::size_t y = 0; y < layers.size(); ++y) {
-      if (!layers[y]) throw std::invalid_argument(who + "label layer " + std::to_string(y) + " is null");
-      for (std::size_t p = 0; p < sh * sw; ++p)
-        if (layers[y][p] < 0 || static_cast<std::size_t>(layers[y][p]) >= l_)
-          throw std::invalid_argument(who + "label layer " + std::to_string(y) + ", pixel " + std::to_string(p) +
-                                      " has label " + std::to_string(layers[y][p]) + ", not in [0, " +
-                                      std::to_string(l_) + ")");
+      if (!layers[y]) throw std::invalid_argument(who() + "label layer " + std::to_string(y) + " is null");
+      if (detail::any_label_outside(layers[y], sh * sw, l_))
+        for (std::size_t p = 0; p < sh * sw; ++p)
+          if (layers[y][p] < 0 || static_cast<std::size_t>(layers[y][p]) >= l_)
+            throw std::invalid_argument(who() + "label layer " + std::to_string(y) + ", pixel " + std::to_string(p) +
+                                        " has label " + std::to_string(layers[y][p]) + ", not in [0, " +
+                                        std::to_string(l_) + ")");
     }
     for (auto s : image_labels)
       if (s < 0 || static_cast<std::size_t>(s) >= l_)
-        throw std::invalid_argument(who + "image-level label " + std::to_string(s) + " is not in [0, " +
+        throw std::invalid_argument(who() + "image-level label " + std::to_string(s) + " is not in [0, " +
                                     std::to_string(l_) + ")");
   }
 
-  void add_image(const float* acts, std::size_t h, std::size_t w, const float* thresholds,
-                 const std::vector<const std::int32_t*>& layers, std::size_t sh, std::size_t sw,
-                 const std::vector<std::int32_t>& image_labels, unsigned threads) {
-    const std::size_t n = sh * sw;
-    // Ground truth, and the categories present anywhere (original rule) or image-level (both rules).
-    std::vector<char> cat_anywhere(c_, 0), cat_image(c_, 0);
-    for (const auto* layer : layers)
-      for (std::size_t p = 0; p < n; ++p)
-        if (layer[p] != 0) ++g_[static_cast<std::size_t>(layer[p])];
-    std::vector<char> seen(l_, 0);
-    for (const auto* layer : layers)
-      for (std::size_t p = 0; p < n; ++p) seen[static_cast<std::size_t>(layer[p])] = 1;
-    for (std::size_t l = 1; l < l_; ++l)
-      if (seen[l]) cat_anywhere[static_cast<std::size_t>(primary_[l])] = 1;
-    std::vector<std::int32_t> img;  // image-level labels ≠ 0
-    for (auto s : image_labels)
-      if (s != 0) {
-        img.push_back(s);
-        g_[static_cast<std::size_t>(s)] += n;
-        cat_image[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
-        cat_anywhere[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
-      }
-    detail::parallel_for(u_, threads, [&](std::size_t b, std::size_t e) {
-      std::vector<float> up(n);
-      std::vector<std::uint64_t> cnt(l_, 0);
-      std::vector<std::size_t> touched;
-      std::vector<char> cats(c_);
-      for (std::size_t k = b; k < e; ++k) {
-        const float* map = acts + k * h * w;
-        const float t = thresholds[k];
-        if (*std::max_element(map, map + h * w) <= t) continue;  // exact: bilinear never exceeds the max
-        upsample_bilinear(map, h, w, up.data(), sh, sw);
-        std::uint64_t m = 0;
-        touched.clear();
-        for (std::size_t p = 0; p < n; ++p)
-          if (up[p] > t) {
-            ++m;
-            for (const auto* layer : layers) {
-              const auto l = static_cast<std::size_t>(layer[p]);
-              if (l != 0 && cnt[l]++ == 0) touched.push_back(l);
+  /// What the unit pass needs of one image: the categories that count for every mask (image-level
+  /// ones; for the original rule, every category present), the image-level labels ≠ 0, and the
+  /// image's ground truth as (label, pixels) pairs.
+  struct image_info {
+    std::vector<char> cats;
+    std::vector<std::int32_t> scalars;
+    std::vector<std::pair<std::int32_t, std::uint64_t>> pixels;
+  };
+
+  /// Per-thread buffers of the unit pass.
+  struct unit_scratch {
+    std::vector<float> rows, line;           // horizontal pass rows [h, sw]; one output row [sw]
+    std::vector<std::size_t> rlo, rhi;       // horizontal pass row i computed on columns [rlo, rhi)
+    std::vector<std::size_t> lo, hi;         // per source row: first/last column > T (lo = w: none)
+    std::vector<std::uint64_t> cnt;          // [L]
+    std::vector<std::size_t> touched;
+    std::vector<char> cats;                  // [C]
+  };
+
+  void add_images(const std::vector<tally_image>& images, std::size_t h, std::size_t w, const float* thresholds,
+                  std::size_t sh, std::size_t sw, unsigned threads) {
+    const std::size_t n = sh * sw, count = images.size();
+    if (count == 0) return;
+    // Ground truth and categories, image by image (images split over threads).
+    std::vector<image_info> info(count);
+    detail::parallel_for(count, threads, [&](std::size_t b, std::size_t e) {
+      std::vector<std::uint64_t> hist(l_, 0);
+      for (std::size_t j = b; j < e; ++j) {
+        image_info& in = info[j];
+        std::vector<char> anywhere(c_, 0), scalar(c_, 0);
+        for (const auto* layer : images[j].label_layers) {
+          // Run-length: segmentations come in runs, and ++hist[l] on one l would chain every pixel.
+          std::int32_t cur = layer[0];
+          std::uint64_t run = 0;
+          for (std::size_t p = 0; p < n; ++p) {
+            if (layer[p] != cur) {
+              hist[static_cast<std::size_t>(cur)] += run;
+              cur = layer[p];
+              run = 0;
             }
+            ++run;
           }
-        if (m == 0) continue;
-        std::uint64_t* irow = i_.data() + k * l_;
-        if (rule_ == union_rule::lite) std::copy(cat_image.begin(), cat_image.end(), cats.begin());
-        else std::copy(cat_anywhere.begin(), cat_anywhere.end(), cats.begin());
-        for (auto l : touched) {
-          irow[l] += cnt[l];
-          cnt[l] = 0;
-          cats[static_cast<std::size_t>(primary_[l])] = 1;  // inside the mask (subset of "anywhere")
+          hist[static_cast<std::size_t>(cur)] += run;
         }
-        for (auto s : img) irow[static_cast<std::size_t>(s)] += m;
-        std::uint64_t* arow = a_.data() + k * c_;
-        for (std::size_t c = 0; c < c_; ++c)
-          if (cats[c]) arow[c] += m;
+        for (std::size_t l = 1; l < l_; ++l)
+          if (hist[l]) {
+            in.pixels.emplace_back(static_cast<std::int32_t>(l), hist[l]);
+            anywhere[static_cast<std::size_t>(primary_[l])] = 1;
+          }
+        std::fill(hist.begin(), hist.end(), 0);
+        for (auto s : images[j].image_labels)
+          if (s != 0) {
+            in.scalars.push_back(s);
+            scalar[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
+            anywhere[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
+          }
+        in.cats = rule_ == union_rule::lite ? scalar : anywhere;
       }
     });
-    ++images_;
+    for (const auto& in : info) {
+      for (const auto& [l, c] : in.pixels) g_[static_cast<std::size_t>(l)] += c;
+      for (auto s : in.scalars) g_[static_cast<std::size_t>(s)] += n;
+    }
+    // The units, every image per unit range (each unit's rows are written by one thread only).
+    const detail::mask_geometry geo(h, w, sh, sw);
+    detail::parallel_for(u_, threads, [&](std::size_t b, std::size_t e) {
+      unit_scratch s;
+      s.rows.resize(h * sw);
+      s.line.resize(sw);
+      s.rlo.resize(h);
+      s.rhi.resize(h);
+      s.lo.resize(h);
+      s.hi.resize(h);
+      s.cnt.assign(l_, 0);
+      s.cats.resize(c_);
+      for (std::size_t j = 0; j < count; ++j)
+        for (std::size_t k = b; k < e; ++k)
+          add_unit(k, images[j].acts + k * h * w, thresholds[k], images[j].label_layers, info[j], geo, s);
+    });
+    images_ += count;
+  }
+
+  /// One unit of one image. The mask M = upsample_bilinear(map) > t is evaluated only where it can
+  /// be non-empty, which is exact: every up-sampled value is a convex combination of at most four
+  /// source values (in each pass, (1 − t)·a + t·b in double is ≤ max(a, b) up to an error far below
+  /// half a float ulp, and rounds to ≤ max(a, b)), so an output row whose two source rows hold no
+  /// value > t, or an output column outside the columns reading a value > t, is ≤ t. Where it is
+  /// evaluated, the values are upsample_bilinear's own (the same detail::lerp on the same taps).
+  void add_unit(std::size_t k, const float* map, float t, const std::vector<const std::int32_t*>& layers,
+                const image_info& in, const detail::mask_geometry& g, unit_scratch& s) {
+    const std::size_t h = g.h, w = g.w, sw = g.sw;
+    std::uint32_t any = 0;  // max > t, branch-free so that it vectorises
+    for (std::size_t j = 0; j < h * w; ++j) any |= static_cast<std::uint32_t>(map[j] > t);
+    if (!any) return;
+    for (std::size_t i = 0; i < h; ++i) {
+      std::size_t lo = w, hi = 0;
+      for (std::size_t j = 0; j < w; ++j)
+        if (map[i * w + j] > t) {
+          if (lo == w) lo = j;
+          hi = j;
+        }
+      s.lo[i] = lo;
+      s.hi[i] = hi;
+      s.rlo[i] = s.rhi[i] = 0;
+    }
+    // The horizontal pass of source row i on columns [x0, x1), extending what is already computed.
+    const auto row = [&](std::size_t i, std::size_t x0, std::size_t x1) {
+      float* r = s.rows.data() + i * sw;
+      const float* src = map + i * w;
+      const auto fill = [&](std::size_t a, std::size_t b) {
+        for (std::size_t x = a; x < b; ++x) {
+          const auto& p = g.tx[x];
+          r[x] = static_cast<float>(detail::lerp(static_cast<double>(src[p.i0]), static_cast<double>(src[p.i1]), p.t));
+        }
+      };
+      std::size_t &lo = s.rlo[i], &hi = s.rhi[i];
+      if (lo == hi) {
+        fill(x0, x1);
+        lo = x0;
+        hi = x1;
+      } else {
+        if (x0 < lo) fill(x0, lo), lo = x0;
+        if (x1 > hi) fill(hi, x1), hi = x1;
+      }
+      return static_cast<const float*>(r);
+    };
+    std::uint64_t m = 0;
+    s.touched.clear();
+    for (std::size_t y = 0; y < g.sh; ++y) {
+      const auto& p = g.ty[y];
+      const std::size_t jmin = std::min(s.lo[p.i0], s.lo[p.i1]);
+      if (jmin == w) continue;  // both source rows ≤ t
+      const std::size_t jmax = std::max(s.hi[p.i0], s.hi[p.i1]);
+      const std::size_t x0 = g.x_first[jmin], x1 = g.x_last[jmax] + 1;
+      const float *r0 = row(p.i0, x0, x1), *r1 = row(p.i1, x0, x1);
+      float* line = s.line.data();
+      for (std::size_t x = x0; x < x1; ++x)
+        line[x] = static_cast<float>(detail::lerp(static_cast<double>(r0[x]), static_cast<double>(r1[x]), p.t));
+      const std::size_t base = y * sw;
+      for (std::size_t x = x0; x < x1; ++x)
+        if (line[x] > t) {
+          ++m;
+          for (const auto* layer : layers) {
+            const auto l = static_cast<std::size_t>(layer[base + x]);
+            if (l != 0 && s.cnt[l]++ == 0) s.touched.push_back(l);
+          }
+        }
+    }
+    if (m == 0) return;
+    std::uint64_t* irow = i_.data() + k * l_;
+    std::copy(in.cats.begin(), in.cats.end(), s.cats.begin());
+    for (auto l : s.touched) {
+      irow[l] += s.cnt[l];
+      s.cnt[l] = 0;
+      s.cats[static_cast<std::size_t>(primary_[l])] = 1;  // inside the mask (subset of "anywhere")
+    }
+    for (auto sc : in.scalars) irow[static_cast<std::size_t>(sc)] += m;
+    std::uint64_t* arow = a_.data() + k * c_;
+    for (std::size_t c = 0; c < c_; ++c)
+      if (s.cats[c]) arow[c] += m;
   }
 
   std::size_t u_, l_, c_;
