@@ -121,10 +121,12 @@ std::vector<std::size_t> probe_rows(const io::batch& b, const probe_set& ps, con
   return keep;
 }
 
-/// Rows `keep` of a layer's batch [B, C, H, W], contiguous.
-xt::xarray<float> kept(const xt::xarray<float>& all, const std::vector<std::size_t>& keep) {
+/// Rows `keep` of a layer's batch [B, C, H, W]: the batch itself when every row is kept, else a
+/// contiguous copy in `copy`.
+const xt::xarray<float>& kept(const xt::xarray<float>& all, const std::vector<std::size_t>& keep, xt::xarray<float>& copy) {
   if (keep.size() == all.shape()[0]) return all;
-  return xt::view(all, xt::keep(keep), xt::all(), xt::all(), xt::all());
+  copy = xt::view(all, xt::keep(keep), xt::all(), xt::all(), xt::all());
+  return copy;
 }
 
 network dissect_network(const std::string& name, const std::string& input, const dissect_options& o, const probe_set& ps,
@@ -158,8 +160,9 @@ network dissect_network(const std::string& name, const std::string& input, const
         const auto keep = probe_rows(*b, ps, input);
         if (keep.empty()) continue;
         for (auto r : keep) net.fingerprint += splitmix64(static_cast<std::uint64_t>(b->ids[r]));
+        xt::xarray<float> copy;
         for (auto& l : net.layers) {
-          const auto x = kept(b->data[l.index], keep);
+          const auto& x = kept(b->data[l.index], keep, copy);
           try {
             if (l.exact) l.exact->update(x, threads);
             else l.sketch->update(x, threads);
@@ -178,10 +181,14 @@ network dissect_network(const std::string& name, const std::string& input, const
   const double level = std::floor(1000.0 * (1.0 - o.top) - 1.0) / 999.0;
   for (auto& l : net.layers) {
     l.thresholds.resize(l.shape[0]);
-    for (std::size_t u = 0; u < l.shape[0]; ++u) {
-      l.thresholds[u] = static_cast<float>(l.exact ? l.exact->quantile_hazen(u, level) : l.sketch->threshold(u, o.top));
-      if (l.sketch) l.rank_error = std::max(l.rank_error, l.sketch->rank_error_bound(u));
-    }
+    std::vector<double> err(l.shape[0], 0.0);
+    stats::detail::parallel_for(l.shape[0], threads, [&](std::size_t b, std::size_t e) {
+      for (std::size_t u = b; u < e; ++u) {
+        l.thresholds[u] = static_cast<float>(l.exact ? l.exact->quantile_hazen(u, level) : l.sketch->threshold(u, o.top));
+        if (l.sketch) err[u] = l.sketch->rank_error_bound(u);
+      }
+    });
+    l.rank_error = *std::max_element(err.begin(), err.end());
     l.tally.emplace(l.shape[0], ps.labels(), ps.categories().size(), ps.primary(), stats::parse_union_rule(o.rule));
   }
 

@@ -292,3 +292,27 @@ def test_identical_at_one_and_two_threads(sb, probe, alexnet_store, tmp_path):
             for k in ["result/threshold", "result/iou", "tally/intersection", "tally/activation", "tally/ground_truth"]:
                 np.testing.assert_array_equal(a[f"S/{layer}/{k}"][:], b[f"S/{layer}/{k}"][:])
     assert (tmp_path / "1" / "units.csv").read_text() == (tmp_path / "2" / "units.csv").read_text()
+
+
+def test_several_label_layers_per_category(sb, probe, alexnet_store, tmp_path):
+    """A category cell with two PNGs is two label layers; a pixel labelled in both counts once per
+    label (index.csv edited so that every object cell also lists a second, shifted segmentation)."""
+    from PIL import Image
+
+    def edit(p):
+        with open(p / "index.csv", newline="") as f:
+            table = list(csv.reader(f))
+        col = table[0].index("object")
+        for row in table[1:]:
+            if row[col]:
+                a = np.array(Image.open(p / "images" / row[col]))
+                second = row[col].replace("_object.png", "_object2.png")
+                Image.fromarray(np.roll(a, 3, axis=1)).save(p / "images" / second)
+                row[col] += ";" + second
+        with open(p / "index.csv", "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows(table)
+    two = broken_probe(probe, tmp_path, edit)
+    out = tmp_path / "out"
+    run_ok(sb, alexnet_store, "--probe", two, "-l", "features.4", "--quantile", "exact", "-o", out)
+    pr, _ = check_against_reference(out, two, alexnet_store, "features.4", "lite")
+    assert max(len(layers) for layers, _, _ in pr.images) == 3  # colour + two object layers
