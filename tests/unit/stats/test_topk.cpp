@@ -130,7 +130,7 @@ TEST_CASE("topk: argmax positions on a hand-made case", "[stats][topk]") {
   x(0, 0, 1, 2) = 5.0f;                       // row 0, unit 0: max at (1, 2)
   x(0, 1, 0, 1) = 2.0f, x(0, 1, 1, 0) = 2.0f;  // row 0, unit 1: tie, the first in row-major order (0, 1)
   x(1, 0, 0, 0) = 7.0f;                       // row 1, unit 0: (0, 0)
-  x(1, 1) = -1.0f;                            // row 1, unit 1: all −1, first position (0, 0)
+  xt::view(x, 1, 1) = -1.0f;                  // row 1, unit 1: all −1 …
   x(1, 1, 1, 1) = -0.5f;                      // … except (1, 1)
   const std::vector<std::int64_t> ids = {40, 30};
   topk_units t(2, 2);
@@ -266,7 +266,7 @@ TEST_CASE("unit_activity: sparsity and dead units on constructed activations", "
   xt::xarray<float> x = {{{{1.0f, -1.0f}}, {{0.2f, 0.3f}}, {{0.0f, -2.0f}}},
                          {{{-1.0f, 0.0f}}, {{0.1f, 0.9f}}, {{-1.0f, -1.0f}}},
                          {{{0.0f, 0.25f}}, {{0.5f, 0.1f}}, {{-3.0f, 0.0f}}}};
-  unit_activity a({0.0, 0.5, 0.0});
+  unit_activity a(std::vector<double>{0.0, 0.5, 0.0});
   a.update(xt::xarray<float>(xt::view(x, xt::range(0, 1))));
   a.update(xt::xarray<float>(xt::view(x, xt::range(1, 3))), nullptr, 2);
   CHECK(a.count() == 3);
@@ -288,7 +288,7 @@ TEST_CASE("unit_activity: sparsity and dead units on constructed activations", "
     CHECK(z.threshold(2) == 0.0);
   }
   SECTION("merge equals one pass; save and load") {
-    unit_activity b({0.0, 0.5, 0.0}), c({0.0, 0.5, 0.0});
+    unit_activity b(std::vector<double>{0.0, 0.5, 0.0}), c(std::vector<double>{0.0, 0.5, 0.0});
     b.update(xt::xarray<float>(xt::view(x, xt::range(0, 2))));
     c.update(xt::xarray<float>(xt::view(x, xt::range(2, 3))));
     b.merge(c);
@@ -306,7 +306,7 @@ TEST_CASE("unit_activity: sparsity and dead units on constructed activations", "
   }
   SECTION("errors") {
     CHECK_THROWS_AS(unit_activity(3).max(0), std::runtime_error);
-    CHECK_THROWS_AS(unit_activity({0.0, std::nan("")}), std::invalid_argument);
+    CHECK_THROWS_AS(unit_activity(std::vector<double>{0.0, std::nan("")}), std::invalid_argument);
     auto y = x;
     y(1, 2, 0, 1) = std::numeric_limits<float>::infinity();
     const std::vector<std::int64_t> ids = {5, 6, 7};
