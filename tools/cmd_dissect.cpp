@@ -94,17 +94,11 @@ class progress {
 /// (only those with labels, as --ids of a child `shapebias dump … -o -`).
 void each_source(const std::string& input, const dissect_options& o, const std::string& ids_file,
                  const std::function<void(io::batch_source&)>& fn) {
-  if (is_model(input)) {
-    auto d = o.data;
-    d.path = o.probe;
-    d.format = "broden";
-    d.ids = ids_file;
-    child_stream child(dump_args(input, d, o.common, o.layers));
-    child.consume(fn);
-    return;
-  }
-  auto src = open_source(input, static_cast<std::size_t>(o.common.batch_size), false, o.layers);
-  fn(*src);
+  auto d = o.data;
+  d.path = o.probe;
+  d.format = "broden";
+  d.ids = ids_file;
+  with_activations(input, d, o.common, o.layers, fn);
 }
 
 /// The rows of a batch that are labelled probe images. Refuses ids outside the probe set.

@@ -13,6 +13,7 @@
 namespace shapebias::tools {
 int run_attack(std::span<char*> args);
 int run_dissect(std::span<char*> args);
+int run_diversity(std::span<char*> args);
 int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
 int run_train(std::span<char*> args);
@@ -36,6 +37,8 @@ const verb verbs[] = {
      shapebias::tools::run_attack},
     {"dissect", "Network dissection on a Broden-format probe set: unit concepts, categories per layer (feature bias)",
      shapebias::tools::run_dissect},
+    {"diversity", "Top-K inputs per unit and how diverse they are: labels, embedding, facets, sparsity (simplicity bias)",
+     shapebias::tools::run_diversity},
     {"dump", "Run a model on a data set and write chosen layers' activations (HDF5 or stream)",
      shapebias::tools::run_dump},
     {"eval", "Accuracy on a data set and its variants on the CL set, cue-conflict shape bias, ImageNet-C mCE",

@@ -48,6 +48,17 @@ bool is_model(const std::string& path) {
   return f.read(m, 4) && std::string(m, 4) == std::string("PK\3\4", 4);
 }
 
+void with_activations(const std::string& input, const data_options& d, const common_options& c,
+                      const std::vector<std::string>& layers, const std::function<void(io::batch_source&)>& fn) {
+  if (is_model(input)) {
+    child_stream child(dump_args(input, d, c, layers));
+    child.consume(fn);
+    return;
+  }
+  auto src = open_source(input, static_cast<std::size_t>(c.batch_size), false, layers);
+  fn(*src);
+}
+
 temp_file::temp_file(const std::string& text) {
   const char* dir = std::getenv("TMPDIR");
   std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/shapebias-ids-XXXXXX";

@@ -8,6 +8,7 @@
 
 #include <cstdio>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +35,11 @@ struct temp_file {
   temp_file& operator=(const temp_file&) = delete;
   std::string path;
 };
+
+/// Runs `fn` on the activations of `input`: a store or stream, or a TorchScript model run live as
+/// a child `shapebias dump MODEL d.path -l LAYERS -o -` (d: data set, preprocessing and --ids).
+void with_activations(const std::string& input, const data_options& d, const common_options& c,
+                      const std::vector<std::string>& layers, const std::function<void(io::batch_source&)>& fn);
 
 class child_stream {
  public:
