@@ -34,10 +34,6 @@
 #include "shapebias/stats/corruption.hpp"
 #include "shapebias/stats/shape_bias.hpp"
 
-#ifndef SHAPEBIAS_SOURCE_DATA_DIR
-#define SHAPEBIAS_SOURCE_DATA_DIR ""
-#endif
-
 namespace shapebias::tools {
 namespace {
 
@@ -189,13 +185,7 @@ stats::coarse_mapping read_mapping(const std::string& path) {
   return m;
 }
 
-std::string default_mapping() {
-  const fs::path exe = fs::read_symlink("/proc/self/exe").parent_path();
-  for (const auto& p : {exe / "../share/shapebias/imagenet16_categories.json",
-                        fs::path(SHAPEBIAS_SOURCE_DATA_DIR) / "imagenet16_categories.json"})
-    if (fs::exists(p)) return p.string();
-  throw io_error("cannot find imagenet16_categories.json (give --mapping)");
-}
+std::string default_mapping() { return shipped_file("imagenet16_categories.json", "data/imagenet16_categories.json"); }
 
 /// Cue-conflict stimuli: every image file under `dir`, named <shape><n>-<texture><m>.<ext>.
 struct stimuli {
@@ -230,13 +220,34 @@ stimuli read_stimuli(const std::string& dir, const stats::coarse_mapping& m, con
   return s;
 }
 
+/// The number of channels (axis 1) of `layer`'s output in `model`, from one input of `d` through a
+/// child dump.
+std::int64_t layer_channels(const std::string& model, const data_options& d, const common_options& c, const std::string& layer) {
+  auto args = dump_args(model, d, c, {layer});
+  args.insert(args.end(), {"--limit", "1"});
+  std::int64_t channels = 0;
+  child_stream child(args);
+  child.consume([&](io::batch_source& src) {
+    const auto i = src.header().find(layer);
+    if (!i || src.header().layers[*i].shape.empty())
+      throw io_error("layer '" + layer + "' of " + quote_name(model) + " has no channel axis to ablate");
+    channels = static_cast<std::int64_t>(src.header().layers[*i].shape[0]);
+    while (src.next()) {
+    }
+  });
+  return channels;
+}
+
 }  // namespace
 
 /// The --ablate specs of network `name` (model m) as `dump --ablate` specs: concept=NAME reads the
 /// channels labelled NAME in the dissection's units.csv; random draws channels with a seed per
-/// model. Throws usage_error for a malformed spec, io_error for a concept with no channel.
+/// model, for concept=NAME from the channels not labelled NAME. Every channel, and every unit of
+/// the layer in units.csv, is checked against the model's layer. Throws usage_error for a malformed
+/// spec, io_error for a concept with no channel or a units.csv of another model.
 std::vector<ablation> resolve_ablations(const eval_options& o, std::size_t m) {
   std::optional<csv_table> units;
+  std::map<std::string, std::int64_t> channels_of;  // per layer, asked of the model once
   std::vector<ablation> out;
   for (const auto& spec : o.ablate) {
     const std::string who = "--ablate '" + spec + "'";
@@ -247,50 +258,72 @@ std::vector<ablation> resolve_ablations(const eval_options& o, std::size_t m) {
     if (mode != "zero" && mode != "keep" && mode != "random")
       throw usage_error(who + ": mode '" + mode + "' is not zero, keep or random");
     const bool by_concept = select.rfind("concept=", 0) == 0;
+    if (by_concept && o.dissection.empty())
+      throw usage_error(who + ": concept=NAME needs --dissection DIR (a 'shapebias dissect' output)");
+    std::optional<ablation> listed;
+    std::size_t count = 0;
     if (!by_concept && mode != "random") {
-      out.push_back(ablation::with_channels(layer, mode == "keep", select, who));
-      continue;
-    }
-    if (o.dissection.empty()) throw usage_error(who + ": concept=NAME and random need --dissection DIR (a 'shapebias dissect' output)");
-    if (!units) units = read_csv((fs::path(o.dissection) / "units.csv").string());
-    const auto cn = units->column("network"), cl = units->column("layer"), cu = units->column("unit"),
-               cb = units->column("label"), cd = units->column("dead");
-    std::vector<std::int64_t> labelled;
-    std::int64_t channels = 0;
-    for (std::size_t r = 0; r < units->rows.size(); ++r) {
-      const auto& row = units->rows[r];
-      if (row[cn] != o.names[m] || row[cl] != layer) continue;
-      ++channels;
-      if (by_concept && row[cd] == "0" && row[cb] == select.substr(8)) labelled.push_back(std::stoll(row[cu]));
-    }
-    if (channels == 0)
-      throw io_error(quote_name(units->path) + ": no units of network '" + o.names[m] + "' layer '" + layer + "'");
-    std::size_t count = labelled.size();
-    if (by_concept && labelled.empty())
-      throw io_error(quote_name(units->path) + ": no unit of network '" + o.names[m] + "' layer '" + layer + "' is labelled '" +
-                     select.substr(8) + "'");
-    if (mode != "random") {
-      ablation x{layer, mode == "keep", labelled};
-      x.normalise(who);
-      out.push_back(x);
-      continue;
-    }
-    if (!by_concept) {
+      listed = ablation::with_channels(layer, mode == "keep", select, who);
+    } else if (!by_concept) {
       std::string bad;
       const auto n = number_list(select, bad);
       if (!bad.empty() || n.size() != 1 || !(n[0] >= 1) || n[0] != std::floor(n[0]))
         throw usage_error(who + ": random takes a channel count N or concept=NAME");
       count = static_cast<std::size_t>(n[0]);
     }
-    if (count > static_cast<std::size_t>(channels))
-      throw usage_error(who + ": " + std::to_string(count) + " channels asked, layer '" + layer + "' has " + std::to_string(channels));
+    if (!channels_of.count(layer)) channels_of[layer] = layer_channels(o.models[m], o.data, o.common, layer);
+    const std::int64_t channels = channels_of[layer];
+    const std::string of_layer = "layer '" + layer + "' of " + quote_name(o.models[m]) + " has " + std::to_string(channels) + " channels";
+    if (listed) {
+      if (listed->channels.back() >= channels)
+        throw io_error(who + ": channel " + std::to_string(listed->channels.back()) + " is out of range: " + of_layer);
+      out.push_back(*listed);
+      continue;
+    }
+    std::vector<std::int64_t> labelled;
+    if (by_concept) {
+      const std::string name = select.substr(8);
+      if (!units) units = read_csv((fs::path(o.dissection) / "units.csv").string());
+      const auto cn = units->column("network"), cl = units->column("layer"), cu = units->column("unit"),
+                 cb = units->column("label"), cd = units->column("dead");
+      bool any = false;
+      for (std::size_t r = 0; r < units->rows.size(); ++r) {
+        const auto& row = units->rows[r];
+        if (row[cn] != o.names[m] || row[cl] != layer) continue;
+        any = true;
+        std::int64_t u = -1;
+        const auto [end, ec] = std::from_chars(row[cu].data(), row[cu].data() + row[cu].size(), u);
+        if (ec != std::errc() || end != row[cu].data() + row[cu].size() || u < 0)
+          throw io_error(units->where(r) + ": unit '" + row[cu] + "' is not a channel number");
+        if (u >= channels)
+          throw io_error(units->where(r) + ": unit " + row[cu] + " of network '" + o.names[m] + "' is not a channel: " + of_layer +
+                         " (a dissection of another model?)");
+        if (row[cd] == "0" && row[cb] == name) labelled.push_back(u);
+      }
+      if (!any) throw io_error(quote_name(units->path) + ": no units of network '" + o.names[m] + "' layer '" + layer + "'");
+      if (labelled.empty())
+        throw io_error(quote_name(units->path) + ": no unit of network '" + o.names[m] + "' layer '" + layer + "' is labelled '" +
+                       name + "'");
+      if (mode != "random") {
+        ablation x{layer, mode == "keep", labelled};
+        x.normalise(who);
+        out.push_back(x);
+        continue;
+      }
+      count = labelled.size();
+    }
+    // The control: as many channels, drawn from those not labelled with the concept (all for N).
+    std::vector<std::int64_t> pool;
+    for (std::int64_t c = 0; c < channels; ++c)
+      if (std::find(labelled.begin(), labelled.end(), c) == labelled.end()) pool.push_back(c);
+    if (count > pool.size())
+      throw usage_error(who + ": " + std::to_string(count) + " channels asked, " + of_layer +
+                        (by_concept ? ", " + std::to_string(pool.size()) + " of them not labelled '" + select.substr(8) + "'" : ""));
     // A partial Fisher-Yates shuffle, seeded per model and layer spec.
     std::mt19937_64 rng(stream_seed(o.ablate_seed, static_cast<std::int64_t>(m), std::hash<std::string>{}(spec) & 0xffff));
-    std::vector<std::int64_t> all(static_cast<std::size_t>(channels));
-    for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::int64_t>(i);
     for (std::size_t i = 0; i < count; ++i)
-      std::swap(all[i], all[i + std::uniform_int_distribution<std::size_t>(0, all.size() - 1 - i)(rng)]);
-    ablation x{layer, false, std::vector<std::int64_t>(all.begin(), all.begin() + static_cast<long>(count))};
+      std::swap(pool[i], pool[i + std::uniform_int_distribution<std::size_t>(0, pool.size() - 1 - i)(rng)]);
+    ablation x{layer, false, std::vector<std::int64_t>(pool.begin(), pool.begin() + static_cast<long>(count))};
     x.normalise(who);
     out.push_back(x);
   }
@@ -333,7 +366,8 @@ int run_eval(std::span<char*> args) {
                  "LAYER:MODE:SELECT: evaluate the CL set, variants, cue-conflict and ImageNet-C with channels of LAYER "
                  "ablated (paper-spec §4.4); the clean pass that defines CL is not. MODE zero or keep (zero all others) "
                  "with SELECT a channel list or concept=NAME (the channels --dissection labels NAME); MODE random with "
-                 "SELECT N or concept=NAME (as many random channels). Repeatable")
+                 "SELECT N (random channels) or concept=NAME (as many random channels, none of them labelled NAME). "
+                 "Repeatable")
       ->group("Ablation");
   app.add_option("--dissection", o.dissection, "A 'shapebias dissect' output folder (its units.csv, with these --names)")
       ->group("Ablation");

@@ -12,10 +12,12 @@
 
 namespace shapebias::tools {
 int run_attack(std::span<char*> args);
+int run_demo(std::span<char*> args);
 int run_dissect(std::span<char*> args);
 int run_diversity(std::span<char*> args);
 int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
+int run_report(std::span<char*> args);
 int run_train(std::span<char*> args);
 int run_tv(std::span<char*> args);
 int run_eval(std::span<char*> args);
@@ -35,6 +37,8 @@ struct verb {
 const verb verbs[] = {
     {"attack", "Make adversarial examples (FGSM, PGD L∞/L2) and store them with their norms and predictions",
      shapebias::tools::run_attack},
+    {"demo", "The whole S-vs-R study on Fashion-MNIST, end to end, with the report (the main job)",
+     shapebias::tools::run_demo},
     {"dissect", "Network dissection on a Broden-format probe set: unit concepts, categories per layer (feature bias)",
      shapebias::tools::run_dissect},
     {"diversity", "Top-K inputs per unit and how diverse they are: labels, embedding, facets, sparsity (simplicity bias)",
@@ -44,6 +48,8 @@ const verb verbs[] = {
     {"eval", "Accuracy on a data set and its variants on the CL set, cue-conflict shape bias, ImageNet-C mCE",
      shapebias::tools::run_eval},
     {"layers", "List a model's tappable layers with their output shapes", shapebias::tools::run_layers},
+    {"report", "An HTML report of a results folder: charts S vs R, image grids, adversarial examples, provenance",
+     shapebias::tools::run_report},
     {"train", "Train a model, standard or PGD-adversarial, and save it as TorchScript", shapebias::tools::run_train},
     {"transform", "Write a dataset variant (noise, scrambled patches, grayscale, edges, silhouettes) as images",
      shapebias::tools::run_transform},

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 
@@ -57,6 +58,44 @@ void with_activations(const std::string& input, const data_options& d, const com
   }
   auto src = open_source(input, static_cast<std::size_t>(c.batch_size), false, layers);
   fn(*src);
+}
+
+void run_program(const std::string& program, const std::vector<std::string>& args, const std::string& log) {
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) throw io_error(quote_name(log) + ": cannot write: " + std::strerror(errno));
+  const std::string exe = program.empty() ? "/proc/self/exe" : program;
+  std::vector<char*> argv{const_cast<char*>(program.empty() ? "shapebias" : program.c_str())};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  close(fd);
+  if (pid < 0) throw std::runtime_error(std::string("cannot start a process: ") + std::strerror(errno));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+  std::ifstream in(log);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  const std::string who = program.empty() ? "shapebias " + (args.empty() ? std::string() : args[0]) : program;
+  throw std::runtime_error(who + " failed" + (last.empty() ? "" : ": " + last) + " (log: " + log + ")");
+}
+
+std::string shipped_file(const std::string& installed, const std::string& source_relative) {
+  namespace fs = std::filesystem;
+  const fs::path exe = fs::read_symlink("/proc/self/exe").parent_path();
+  const fs::path a = exe / "../share/shapebias" / installed, b = fs::path(SHAPEBIAS_SOURCE_DIR) / source_relative;
+  if (fs::exists(a)) return a.lexically_normal().string();
+  if (fs::exists(b)) return b.string();
+  throw io_error("cannot find " + installed + " (looked for " + quote_name(a.lexically_normal().string()) + " and " +
+                 quote_name(b.string()) + ")");
 }
 
 temp_file::temp_file(const std::string& text) {

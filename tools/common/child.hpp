@@ -41,6 +41,15 @@ struct temp_file {
 void with_activations(const std::string& input, const data_options& d, const common_options& c,
                       const std::vector<std::string>& layers, const std::function<void(io::batch_source&)>& fn);
 
+/// Runs `program` (empty: this executable) with `args`, its standard output and error appended to
+/// the file `log`, and waits for it. Throws std::runtime_error with the last line of the log when
+/// it fails.
+void run_program(const std::string& program, const std::vector<std::string>& args, const std::string& log);
+
+/// A file shipped with shapebias: share/shapebias/`installed` next to the installed executable,
+/// else `source_relative` in the source tree. Throws io_error naming both when neither exists.
+std::string shipped_file(const std::string& installed, const std::string& source_relative);
+
 class child_stream {
  public:
   /// Starts this executable with `args` (the verb first; "-o -" among them). Throws on failure.
