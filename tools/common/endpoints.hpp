@@ -15,9 +15,9 @@ namespace shapebias::tools {
 /// True for names that get HDF5 output (*.h5, *.hdf5).
 bool is_hdf5_name(const std::string& path);
 
-/// An open input: a store read in batches of `batch_rows`, or a stream. Throws io_error naming the
-/// input when it is missing, unreadable, or neither a store nor a stream.
-/// `layers`, when not empty, limits a store's batches to those layers (a stream carries all its own).
+/// An open input: a store read in batches of `batch_rows`, or a stream (io::open_source). Throws
+/// io_error naming the input when it is missing, unreadable, or neither a store nor a stream.
+/// `layers`, when not empty, limits the batches to those layers, in that order.
 std::unique_ptr<io::batch_source> open_source(const std::string& path, std::size_t batch_rows,
                                               bool allow_incomplete = false, const std::vector<std::string>& layers = {});
 
