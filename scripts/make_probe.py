@@ -4,7 +4,9 @@
 that a NetDissect-Lite-style reader, and `shapebias dissect`, read it as they read real Broden.
 
 Categories, in this order (Broden's order has color first too):
-  color    pixel-level: every pixel labelled with its palette colour (11 Broden colour names)
+  color    pixel-level, two label layers: every pixel labelled with its palette colour (11 Broden
+           colour names) and with its intensity band (dark, medium, light: the luma of the
+           noiseless image, Y = 0.299 R + 0.587 G + 0.114 B, in [0, 100), [100, 170), [170, 255])
   object   pixel-level: the silhouette of a Fashion-MNIST test item (10 class names)
   texture  image-level: banded, chequered, dotted, striped, zigzagged (DTD names), as a label number
            in the index.csv cell, like Broden's DTD images
@@ -21,11 +23,13 @@ seeded frequency, angle and phase; the colour label is the colour of the pattern
 Labels are computed at image resolution from the generator's own (noiseless) maps and sampled to the
 segmentation size by nearest neighbour at pixel centres; the JPEG gets mild Gaussian noise.
 Only labels that occur are listed, numbered densely (categories in order, labels of a category
-contiguous: colours alphabetically, objects in Fashion-MNIST class order, textures alphabetically).
+contiguous: colours alphabetically then the bands dark, medium, light; objects in Fashion-MNIST
+class order; textures alphabetically).
 
 Output (written into OUT.partial and renamed to OUT at the end):
   OUT/index.csv, category.csv, label.csv, c_color.csv, c_object.csv, c_texture.csv
-  OUT/images/probe/probe_NNNNNN.jpg (JPEG quality 95), probe_NNNNNN_color.png, probe_NNNNNN_object.png
+  OUT/images/probe/probe_NNNNNN.jpg (JPEG quality 95), probe_NNNNNN_color.png,
+      probe_NNNNNN_intensity.png (the colour category's second layer), probe_NNNNNN_object.png
   OUT/provenance.json
 Segmentation PNGs are 8-bit RGB with label = R + 256·G, B = 0, 0 = unlabelled.
 
@@ -46,7 +50,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-VERSION = "1"
+VERSION = "2"
 PROG = "make_probe.py"
 CATEGORIES = ("color", "object", "texture")
 
@@ -57,6 +61,9 @@ PALETTE = (
     ("pink", (250, 150, 190)), ("purple", (130, 50, 160)), ("red", (220, 30, 30)),
     ("white", (255, 255, 255)), ("yellow", (250, 220, 40)),
 )
+# Intensity bands (colour labels of a second colour layer): name, lowest luma; up to the next band's.
+BANDS = (("dark", 0.0), ("medium", 100.0), ("light", 170.0))
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as PIL's convert("L")
 # Fashion-MNIST classes in label order (T-shirt/top -> t-shirt, ankle boot -> ankle-boot).
 CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
            "ankle-boot")
@@ -216,7 +223,7 @@ def plan(args, fm_labels):
 
 def render(im, n, rng, fm_images, fm_labels):
     """The image (uint8 n×n×3, with noise) and its noiseless label maps at image resolution:
-    colour as a palette index, object as a class index or -1."""
+    colour as a palette index, intensity band as a band index, object as a class index or -1."""
     pal = np.array([rgb for _, rgb in PALETTE], np.float32)
     c0, c1 = im["colors"]
     if im["kind"] == "object":
@@ -230,8 +237,9 @@ def render(im, n, rng, fm_images, fm_labels):
         rgb = np.where(pat[..., None], pal[c1], pal[c0])
         color = np.where(pat, c1, c0).astype(np.int16)
         obj = None
+    band = (np.digitize(rgb @ LUMA, [b[1] for b in BANDS[1:]]) + len(PALETTE)).astype(np.int16)
     rgb = rgb + rng.standard_normal(rgb.shape, dtype=np.float32) * np.float32(NOISE_SIGMA)
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), color, obj
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8), color, band, obj
 
 
 def encode_png(path, labels):
@@ -273,23 +281,25 @@ def generate(args, out):
     maps = []
     for i, im in enumerate(images):
         rng = np.random.default_rng([args.seed, 1, i])
-        rgb, color, obj = render(im, n, rng, fm_images, fm_labels)
+        rgb, color, band, obj = render(im, n, rng, fm_images, fm_labels)
         im["name"] = f"probe/probe_{i + 1:06d}"
         Image.fromarray(rgb, "RGB").save(os.path.join(out, "images", im["name"] + ".jpg"),
                                          quality=JPEG_QUALITY, subsampling=0)
         color = color[np.ix_(near, near)]
+        band = band[np.ix_(near, near)]
         obj = None if obj is None else obj[np.ix_(near, near)]
         if obj is not None and not (obj >= 0).any():
             obj = None  # the silhouette vanished at segmentation size: no object layer
-        maps.append((color, obj))
+        maps.append((color, band, obj))
 
     # Which labels occur; dense global numbering in category order.
     used = {
-        "color": sorted({int(c) for color, _ in maps for c in np.unique(color)}),
-        "object": sorted({int(c) for _, obj in maps if obj is not None for c in np.unique(obj) if c >= 0}),
+        "color": sorted({int(c) for color, band, _ in maps for m in (color, band) for c in np.unique(m)}),
+        "object": sorted({int(c) for _, _, obj in maps if obj is not None for c in np.unique(obj) if c >= 0}),
         "texture": sorted({im["texture"] for im in images if im["kind"] == "texture"}),
     }
-    names = {"color": [p[0] for p in PALETTE], "object": list(CLASSES), "texture": list(TEXTURES)}
+    names = {"color": [p[0] for p in PALETTE] + [b[0] for b in BANDS], "object": list(CLASSES),
+             "texture": list(TEXTURES)}
     number = {}   # (category, local index) -> global number
     labels = []   # [number, name, category]
     for cat in CATEGORIES:
@@ -307,20 +317,20 @@ def generate(args, out):
     whole = np.zeros(len(labels) + 1, np.int64)    # image-level: images
     cat_freq = dict.fromkeys(CATEGORIES, 0)
     index_rows = []
-    for im, (color, obj) in zip(images, maps):
+    for im, (color, band, obj) in zip(images, maps):
         cells = dict.fromkeys(CATEGORIES, "")
-        for cat, local in (("color", color), ("object", obj)):
+        for cat, layer, local in (("color", "color", color), ("color", "intensity", band), ("object", "object", obj)):
             if local is None:
                 continue
             seg = lut[cat][local]
-            png = im["name"] + f"_{cat}.png"
+            png = im["name"] + f"_{layer}.png"
             encode_png(os.path.join(out, "images", png), seg)
-            cells[cat] = png
+            cat_freq[cat] += not cells[cat]
+            cells[cat] += (";" if cells[cat] else "") + png
             counts = np.bincount(seg.ravel(), minlength=len(labels) + 1)
             counts[0] = 0
             pixels += counts
             freq += counts > 0
-            cat_freq[cat] += 1
         if im["kind"] == "texture":
             num = number["texture", im["texture"]]
             cells["texture"] = str(num)
@@ -366,6 +376,7 @@ def generate(args, out):
         "noise_sigma": NOISE_SIGMA,
         "jpeg_quality": JPEG_QUALITY,
         "palette": {name: list(rgb) for name, rgb in PALETTE},
+        "intensity_bands": {"luma": LUMA.tolist(), "lowest": {name: lo for name, lo in BANDS}},
         "fashion_mnist": {
             "path": os.path.abspath(args.fashion_mnist),
             "files": {os.path.basename(img_path): img_sha, os.path.basename(lab_path): lab_sha},

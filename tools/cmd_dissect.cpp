@@ -4,8 +4,6 @@
 // live or from stores of their activations. Two passes over the activations (thresholds, then the
 // tally) with memory that does not grow with the number of images. The statistics live in
 // include/shapebias/stats/{quantile,tally}.hpp; the probe reader in common/broden.hpp.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -65,29 +63,6 @@ struct network {
   std::vector<layer_result> layers;
   std::uint64_t rows = 0, fingerprint = 0;
   nlohmann::json provenance;
-};
-
-/// Progress on stderr: in place on a terminal, otherwise a line at each tenth.
-class progress {
- public:
-  progress(std::string what, std::size_t total, bool quiet)
-      : what_(std::move(what)), total_(total), quiet_(quiet), tty_(isatty(2) != 0) {}
-  void advance(std::size_t n) {
-    done_ += n;
-    if (quiet_ || total_ == 0) return;
-    const std::size_t tenth = done_ * 10 / total_;
-    if (tty_) std::fprintf(stderr, "\r%s: %zu/%zu images", what_.c_str(), done_, total_);
-    else if (tenth > shown_) std::fprintf(stderr, "%s: %zu/%zu images\n", what_.c_str(), done_, total_);
-    shown_ = tenth;
-  }
-  ~progress() {
-    if (!quiet_ && tty_ && done_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  std::string what_;
-  std::size_t total_, done_ = 0, shown_ = 0;
-  bool quiet_, tty_;
 };
 
 /// Runs `fn` on the activations of `input`: a store, or a model run live on the probe images
@@ -165,10 +140,11 @@ network dissect_network(const std::string& name, const std::string& input, const
           }
         }
         net.rows += keep.size();
-        bar.advance(keep.size());
+        bar.update(net.rows);
       }
       net.provenance = parse_log(src.header().provenance);
     });
+    bar.finish();
   }
   if (net.rows == 0) throw io_error(quote_name(input) + ": holds none of the labelled images of " + quote_name(ps.path()));
   // NetDissect-Lite's level: readout element int(1000·(1 − top) − 1) of 1000, i.e. 994/999.
@@ -226,9 +202,10 @@ network dissect_network(const std::string& name, const std::string& input, const
           }
         }
         rows += keep.size();
-        bar.advance(keep.size());
+        bar.update(rows);
       }
     });
+    bar.finish();
   }
   if (rows != net.rows || fingerprint != net.fingerprint)
     throw std::runtime_error(quote_name(input) + ": the second pass read other images than the first (" + std::to_string(rows) +

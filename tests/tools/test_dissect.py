@@ -45,9 +45,9 @@ def store_acts(path, layer):
         return f["index/input_id"][:], f["activations/" + layer][:]
 
 
-def check_against_reference(out, probe, store, layer, rule, net="S"):
+def check_against_reference(out, probe, store, layer, rule, net="S", categories=None):
     """Thresholds, tallies, IoU and best labels of `out` equal the numpy reference's."""
-    pr = ref.read_probe(str(probe))
+    pr = ref.read_probe(str(probe), categories)
     ids, acts = store_acts(store, layer)
     pos = {int(i): r for r, i in enumerate(ids)}
     acts = acts[[pos[int(r)] for r in pr.rows]]  # the labelled probe rows, in index order
@@ -87,8 +87,35 @@ def test_store_matches_numpy_reference(sb, probe, alexnet_store, tmp_path, rule)
                "-o", out)
     for layer in ["features.1", "features.4"]:
         check_against_reference(out, probe, alexnet_store, layer, rule)
-    err = p.stderr.decode()
-    assert "dissect S thresholds: 36/36 images" in err and "dissect S tally: 36/36 images" in err  # progress
+    assert "thresholds:" not in p.stderr.decode() and "tally:" not in p.stderr.decode()  # stderr is not a terminal
+
+
+def test_progress_only_on_a_terminal(sb, probe, alexnet_store, tmp_path):
+    """Progress lines (and only they) need stderr to be a terminal; --quiet silences everything."""
+    import pty
+    args = [sb.exe, "dissect", str(alexnet_store), "--probe", str(probe), "-l", "features.4", "--quantile", "exact"]
+    master, slave = pty.openpty()
+    p = subprocess.run(args + ["-o", str(tmp_path / "a")], stderr=slave, stdout=subprocess.DEVNULL)
+    os.close(slave)
+    shown = b""
+    while True:  # the pty holds everything written; read until it is drained
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    shown = shown.decode()
+    assert p.returncode == 0
+    assert "dissect S thresholds: 36/36 rows (100%)" in shown and "dissect S tally: 36/36 rows (100%)" in shown
+    piped = subprocess.run(args + ["-o", str(tmp_path / "b")], capture_output=True)
+    assert piped.returncode == 0
+    err = piped.stderr.decode().splitlines()
+    assert len(err) == 2 and err[0].startswith("dissect: S features.4: ") and err[1].startswith("dissect: 36 images")
+    quiet = subprocess.run(args + ["--quiet", "-o", str(tmp_path / "c")], capture_output=True)
+    assert quiet.returncode == 0 and quiet.stderr == b""
 
 
 def test_sketch_equals_exact_below_its_resolution(sb, probe, alexnet_store, tmp_path):
@@ -131,9 +158,61 @@ def test_live_model_equals_its_store(sb, models, probe, alexnet_store, tmp_path)
     assert "netdissect" in prov and "sha256" in prov
 
 
+def close(got, want):
+    """A CSV number (10 significant digits; empty for none) against a float or None."""
+    if want is None:
+        return got == ""
+    return got != "" and float(got) == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+def expected_tables(pr, best, nets, layers, thresholds=(0.04, 0.01, 0.0)):
+    """layers.csv, concepts.csv, concept_units.csv and differences.csv as dicts, derived from the
+    reference's best label, IoU and dead flag per unit: best[(net, layer)] = (label, iou, dead)."""
+    cats = pr.categories
+    prim = pr.primary
+
+    def detectors(net, layer, th, cat=None):  # [(label, iou)] of the detectors, optionally of one category
+        lab, val, dead = best[net, layer]
+        return [(int(l), float(v)) for l, v, d in zip(lab, val, dead)
+                if not d and v >= th and (cat is None or cats[prim[l]] == cat)]
+
+    lay, con, cu, diff = {}, {}, {}, {}
+    for th in thresholds:
+        for net in nets:
+            for layer in layers:
+                lab, val, dead = best[net, layer]
+                for cat in cats + ["(all)"]:
+                    d = detectors(net, layer, th, None if cat == "(all)" else cat)
+                    ious = [v for _, v in d]
+                    lay[net, layer, th, cat] = dict(units=len(lab), dead=int(dead.sum()), detectors=len(d),
+                                                    mean_iou=float(np.mean(ious)) if d else None,
+                                                    median_iou=float(np.median(ious)) if d else None,
+                                                    unique_concepts=len({l for l, _ in d}))
+            for cat in cats:
+                labels = sorted({l for layer in layers for l, _ in detectors(net, layer, th, cat)})
+                con[net, th, cat] = (len(labels), ";".join(pr.labels[l] for l in labels))
+        for layer in layers + ["(all)"]:
+            within = layers if layer == "(all)" else [layer]
+            counts = {net: {} for net in nets}
+            for net in nets:
+                for ly in within:
+                    for l, _ in detectors(net, ly, th):
+                        counts[net][l] = counts[net].get(l, 0) + 1
+            for l in sorted(set(counts[nets[0]]) | set(counts[nets[1]])):
+                n = [counts[net].get(l, 0) for net in nets]
+                cu[th, layer, cats[prim[l]], pr.labels[l]] = n + [n[0] - n[1]]
+            for cat in cats:
+                per = [{l: c for l, c in counts[net].items() if cats[prim[l]] == cat} for net in nets]
+                det, uni = [sum(p.values()) for p in per], [len(p) for p in per]
+                diff[th, layer, cat] = [det[0], det[1], det[0] - det[1], uni[0], uni[1], uni[0] - uni[1]]
+    return lay, con, cu, diff
+
+
 def test_random_activations_and_tables(sb, probe, tmp_path):
-    """Random sparse maps (most units below threshold in most images) in a store written with h5py:
-    tallies equal the reference's; the tables agree with units.csv; S − R differences add up."""
+    """Random sparse maps (most units below threshold in most images) in two-layer stores written
+    with h5py: tallies equal the reference's, and every table (units.csv, layers.csv with its
+    (all) rows, concepts.csv, concept_units.csv, differences.csv) equals one derived here from the
+    reference's IoU."""
     pr = ref.read_probe(str(probe))
     rng = np.random.default_rng(11)
     ids = np.array(pr.rows[::-1])  # stored in reverse: dissect maps rows to images by id
@@ -141,33 +220,56 @@ def test_random_activations_and_tables(sb, probe, tmp_path):
     for name, scale in [("S", 1.0), ("R", 3.0)]:
         a = rng.standard_normal((len(ids), 12, 6, 6)).astype(np.float32) * scale
         a[:, :, 2:4, 2:4] += scale * 2  # a blob in the middle
+        b = np.maximum(rng.standard_normal((len(ids), 8, 4, 4)), 0).astype(np.float32)
+        b[:, :4, :2, :] += 1.5  # half the units favour the top half
         stores[name] = tmp_path / f"{name}.h5"
-        write_store(stores[name], {"conv": a, "fc": rng.standard_normal((len(ids), 5)).astype(np.float32)}, ids=ids)
+        write_store(stores[name], {"conv": a, "conv2": b, "fc": rng.standard_normal((len(ids), 5)).astype(np.float32)},
+                    ids=ids)
     out = tmp_path / "out"
-    run_ok(sb, stores["S"], stores["R"], "--probe", probe, "-l", "conv", "--quantile", "exact", "-o", out)
-    check_against_reference(out, probe, stores["S"], "conv", "lite", "S")
-    check_against_reference(out, probe, stores["R"], "conv", "lite", "R")
+    run_ok(sb, stores["S"], stores["R"], "--probe", probe, "-l", "conv,conv2", "--quantile", "exact", "-o", out)
+    layers = ["conv", "conv2"]
+    best = {}
+    for net in "SR":
+        for layer in layers:
+            _, m = check_against_reference(out, probe, stores[net], layer, "lite", net)
+            best[net, layer] = ref.best(m)
+    lay, con, cu, diff = expected_tables(pr, best, ["S", "R"], layers)
+
     units = rows(out / "units.csv")
-    assert len(units) == 24
-    layers = rows(out / "layers.csv")
-    diffs = rows(out / "differences.csv")
-    for th in [0.04, 0.01, 0.0]:
-        for cat in pr.categories:
-            n = {net: sum(1 for u in units if u["network"] == net and u["category"] == cat and u["dead"] == "0"
-                          and float(u["iou"]) >= th) for net in "SR"}
-            row = [l for l in layers if l["network"] == "S" and float(l["iou_threshold"]) == th and l["category"] == cat]
-            assert int(row[0]["detectors"]) == n["S"]
-            d = [r for r in diffs if float(r["iou_threshold"]) == th and r["layer"] == "conv" and r["category"] == cat][0]
-            assert (int(d["S_detectors"]), int(d["R_detectors"])) == (n["S"], n["R"])
-            assert int(d["S_minus_R_detectors"]) == n["S"] - n["R"]
-    # The per-network concept lists are the union over layers of the unit labels.
-    concepts = rows(out / "concepts.csv")
-    for c in concepts:
-        if float(c["iou_threshold"]) != 0:
-            continue
-        expect = {u["label"] for u in units if u["network"] == c["network"] and u["category"] == c["category"] and u["dead"] == "0"}
-        assert set(filter(None, c["concepts"].split(";"))) == expect
-        assert int(c["unique_concepts"]) == len(expect)
+    assert len(units) == 2 * (12 + 8)
+    for u in units:
+        lab, val, dead = best[u["network"], u["layer"]]
+        k = int(u["unit"])
+        assert u["dead"] == str(int(dead[k])) and close(u["iou"], val[k])
+        assert (u["label"], u["category"]) == (("", "") if dead[k] else (pr.labels[lab[k]], pr.categories[pr.primary[lab[k]]]))
+
+    got = rows(out / "layers.csv")
+    assert len(got) == len(lay)
+    for r in got:
+        want = lay[r["network"], r["layer"], float(r["iou_threshold"]), r["category"]]
+        for col in ["units", "dead", "detectors", "unique_concepts"]:
+            assert int(r[col]) == want[col], (r, col)
+        assert close(r["mean_iou"], want["mean_iou"]) and close(r["median_iou"], want["median_iou"]), (r, want)
+    assert any(w["detectors"] >= 2 for w in lay.values())  # the means are over several units somewhere
+
+    got = rows(out / "concepts.csv")
+    assert len(got) == len(con)
+    for r in got:
+        assert (int(r["unique_concepts"]), r["concepts"]) == con[r["network"], float(r["iou_threshold"]), r["category"]]
+
+    got = rows(out / "concept_units.csv")
+    assert len(got) == len(cu) and len(cu) > 0
+    for r in got:
+        want = cu[float(r["iou_threshold"]), r["layer"], r["category"], r["concept"]]
+        assert [int(r["S"]), int(r["R"]), int(r["S_minus_R"])] == want, r
+
+    got = rows(out / "differences.csv")
+    assert len(got) == len(diff)
+    for r in got:
+        want = diff[float(r["iou_threshold"]), r["layer"], r["category"]]
+        assert [int(r[c]) for c in ["S_detectors", "R_detectors", "S_minus_R_detectors", "S_concepts", "R_concepts",
+                                    "S_minus_R_concepts"]] == want, r
+    assert any(w[3] != w[4] for w in diff.values())  # the concept columns differ somewhere
 
 
 def test_categories_option_restricts_labels(sb, probe, alexnet_store, tmp_path):
@@ -315,4 +417,78 @@ def test_several_label_layers_per_category(sb, probe, alexnet_store, tmp_path):
     out = tmp_path / "out"
     run_ok(sb, alexnet_store, "--probe", two, "-l", "features.4", "--quantile", "exact", "-o", out)
     pr, _ = check_against_reference(out, two, alexnet_store, "features.4", "lite")
-    assert max(len(layers) for layers, _, _ in pr.images) == 3  # colour + two object layers
+    assert max(len(layers) for layers, _, _ in pr.images) == 4  # two colour (palette, intensity) + two object layers
+
+
+def test_label_in_several_categories(sb, probe, alexnet_store, tmp_path):
+    """A label listed in several c_*.csv belongs to the selected category where its coverage is
+    largest, ties to the later category (NetDissect-Lite's primary_categories_per_index). c_*.csv
+    edited so that: grey (color) is also an object with more coverage -> object; t-shirt (object)
+    is also a color with more -> color (an earlier category wins by coverage); striped (texture) is
+    also an object with equal coverage -> texture (the later); black (color) is also a texture with
+    equal coverage -> texture; dark (color) is also an object with less -> color. The reader agrees
+    with the reference and with these hand-derived answers, with all categories and with a
+    selection; the tallies (A_cat depends on the primary category) and IoU equal the reference's."""
+    def edit(p):
+        labels = {r["name"]: r for r in rows(p / "label.csv")}
+        extra = {"object": [("grey", 2.0), ("striped", 1.0), ("dark", 0.5)], "color": [("t-shirt", 2.0)],
+                 "texture": [("black", 1.0)]}
+        for cat, add in extra.items():
+            with open(p / f"c_{cat}.csv", newline="") as f:
+                table = list(csv.reader(f))
+            for name, factor in add:
+                cov = float(labels[name]["coverage"]) * factor
+                table.append([str(len(table) - 1), labels[name]["number"], name, labels[name]["frequency"], f"{cov:.6f}"])
+            with open(p / f"c_{cat}.csv", "w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerows(table)
+    multi = broken_probe(probe, tmp_path, edit)
+    number = {r["name"]: int(r["number"]) for r in rows(multi / "label.csv")}
+    want = {"grey": "object", "t-shirt": "color", "striped": "texture", "black": "texture", "dark": "color"}
+    for cats, expect in [(None, want), (["color", "texture"], {"grey": "color", "t-shirt": "color", "striped": "texture",
+                                                               "black": "texture", "dark": "color"})]:
+        out = tmp_path / ("all" if cats is None else "some")
+        extra = [] if cats is None else ["--categories", ",".join(cats)]
+        run_ok(sb, alexnet_store, "--probe", multi, "-l", "features.1,features.4", "--quantile", "exact", *extra, "-o", out)
+        for layer in ["features.1", "features.4"]:
+            pr, _ = check_against_reference(out, multi, alexnet_store, layer, "lite", categories=cats)
+        for name, cat in expect.items():
+            assert pr.categories[pr.primary[number[name]]] == cat, name
+        with h5py.File(out / "dissect.h5") as f:
+            prim = f["S/features.4/tally/primary"][:].astype(int)
+        for name, cat in expect.items():
+            assert pr.categories[prim[number[name]]] == cat, name
+        for u in rows(out / "units.csv"):  # a unit's category is its label's primary category
+            if u["label"] in expect:
+                assert u["category"] == expect[u["label"]]
+
+
+def test_netdissect_normalisation(sb, models, probe, tmp_path):
+    """--normalize netdissect is NetDissect-Lite's input: the RGB image reversed to BGR, the BGR mean
+    (109.5388, 118.6897, 124.6901) subtracted from 0..255 pixels, reversed back to RGB and divided
+    by 255·0.224. Checked on probe images saved as PNG (lossless, so both sides decode the same
+    pixels), against that recipe in numpy."""
+    from PIL import Image
+
+    def edit(p):
+        with open(p / "index.csv", newline="") as f:
+            table = list(csv.reader(f))
+        for row in table[1:]:
+            png = row[0].replace(".jpg", ".png")
+            Image.open(p / "images" / row[0]).save(p / "images" / png)
+            row[0] = png
+        with open(p / "index.csv", "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows(table)
+    pngs = broken_probe(probe, tmp_path, edit)
+    r = sb("dump", models / "alexnet.pt", pngs, "--normalize", "netdissect", "-l", "input", "--limit", "6", "-o", tmp_path / "in.h5")
+    assert r.returncode == 0, r.stderr.decode()
+    index = rows(pngs / "index.csv")
+    bgr_mean = np.array([109.5388, 118.6897, 124.6901], np.float32)
+    with h5py.File(tmp_path / "in.h5") as f:
+        got, ids = f["activations/input"][:], f["index/input_id"][:]
+    assert got.shape == (6, 3, 64, 64)
+    for x, i in zip(got, ids):
+        rgb = np.asarray(Image.open(pngs / "images" / index[i]["image"]).convert("RGB"), np.float32)
+        bgr = rgb[:, :, ::-1] - bgr_mean
+        want = bgr[:, :, ::-1].transpose(2, 0, 1) / np.float32(255 * 0.224)
+        np.testing.assert_allclose(x, want, rtol=0, atol=2e-6)
+        assert np.abs(want).max() > 1  # not a trivial image

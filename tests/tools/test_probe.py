@@ -104,7 +104,7 @@ def test_headers_and_files(probe):
         for c in CATEGORIES:
             for it in probe.items(row, c):
                 if not it.isdigit():
-                    assert it.endswith(f"_{c}.png")
+                    assert it.endswith(f"_{c}.png") or (c == "color" and it.endswith("_intensity.png"))
                     with Image.open(probe.dir / "images" / it) as im:
                         assert im.format == "PNG" and im.size == (16, 16)
     prov = json.loads((probe.dir / "provenance.json").read_text())
@@ -114,11 +114,13 @@ def test_headers_and_files(probe):
 
 
 def test_image_kinds(probe):
-    """Every image has one colour layer; an image is an object image (object layer, no texture) or
-    a texture image (one image-level texture number, no object layer); about half of each."""
+    """Every image has two colour layers (palette colour, intensity band); an image is an object
+    image (object layer, no texture) or a texture image (one image-level texture number, no object
+    layer); about half of each."""
     objects = textures = 0
     for row in probe.index:
-        assert len(probe.items(row, "color")) == 1
+        color = probe.items(row, "color")
+        assert len(color) == 2 and color[0].endswith("_color.png") and color[1].endswith("_intensity.png")
         obj, tex = probe.items(row, "object"), probe.items(row, "texture")
         assert not (obj and tex)
         if tex:
@@ -142,9 +144,10 @@ def test_labels_in_category_range(probe):
                     labs = np.unique(read_seg(probe.dir / "images" / it))
                     labs = labs[labs != 0]
                     assert len(labs) and labs.min() >= lo and labs.max() <= hi, (it, labs, c)
-    # Every pixel of a colour layer has a colour.
+    # Every pixel of both colour layers has a colour label.
     for row in probe.index:
-        assert (read_seg(probe.dir / "images" / probe.items(row, "color")[0]) > 0).all()
+        for it in probe.items(row, "color"):
+            assert (read_seg(probe.dir / "images" / it) > 0).all()
 
 
 def test_category_matches_label(probe):
@@ -169,7 +172,7 @@ def test_category_matches_label(probe):
 def test_label_names(probe):
     known = {
         "color": {"black", "blue", "brown", "green", "grey", "orange", "pink", "purple", "red",
-                  "white", "yellow"},
+                  "white", "yellow", "dark", "medium", "light"},
         "object": {"t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
                    "bag", "ankle-boot"},
         "texture": {"banded", "chequered", "dotted", "striped", "zigzagged"},
@@ -232,6 +235,40 @@ def test_color_labels_match_pixels(probe):
                 assert np.abs(means[i] - means[j]).max() > 50, (i, j)
 
 
+LUMA = np.array([0.299, 0.587, 0.114])
+BANDS = {"dark": (0, 100), "medium": (100, 170), "light": (170, 256)}
+
+
+def test_intensity_bands(probe):
+    """The second colour layer labels each pixel with the band of its luma: the palette layer's
+    labels are after them in the order palette colours, dark, medium, light; on the JPEG (noise σ 4
+    per channel, about 2.7 in luma) nearly every pixel lies within its band, and each band is used."""
+    names = {int(l["number"]): l["name"] for l in probe.label}
+    color = sorted(n for n, l in names.items() if l in BANDS or l in
+                   {"black", "blue", "brown", "green", "grey", "orange", "pink", "purple", "red", "white", "yellow"})
+    assert [names[n] for n in color[-3:]] == ["dark", "medium", "light"]  # bands after the colours
+    inside = total = 0
+    seen = set()
+    palette_band = {}  # texture images: a palette colour always falls in one band
+    for row in probe.index:
+        img = np.asarray(Image.open(probe.dir / "images" / row["image"]).convert("RGB")).astype(float)
+        luma = (img[1::2, 1::2] @ LUMA)  # the image pixel under each segmentation pixel centre
+        pal, band = (read_seg(probe.dir / "images" / it) for it in probe.items(row, "color"))
+        for lab in np.unique(band):
+            lo, hi = BANDS[names[lab]]
+            y = luma[band == lab]
+            inside += int(((y >= lo - 12) & (y < hi + 12)).sum())
+            total += y.size
+            seen.add(names[lab])
+        if probe.items(row, "texture"):
+            for c in np.unique(pal):
+                palette_band.setdefault(names[c], set()).update(names[b] for b in np.unique(band[pal == c]))
+    assert inside / total > 0.99, inside / total
+    assert seen == set(BANDS)
+    assert all(len(b) == 1 for b in palette_band.values()), palette_band
+    assert palette_band.get("black", {"dark"}) == {"dark"} and palette_band.get("white", {"light"}) == {"light"}
+
+
 def snapshot(d):
     out = {}
     for root, _, files in os.walk(d):
@@ -261,7 +298,8 @@ def test_default_sizes(tmp_path):
     assert r.returncode == 0, r.stderr.decode()
     _, index = read_csv(tmp_path / "d" / "index.csv")
     assert [(x["ih"], x["iw"], x["sh"], x["sw"]) for x in index] == [("224", "224", "112", "112")] * 4
-    assert read_seg(tmp_path / "d" / "images" / index[0]["color"]).shape == (112, 112)
+    for it in index[0]["color"].split(";"):
+        assert read_seg(tmp_path / "d" / "images" / it).shape == (112, 112)
 
 
 def test_empty_out_is_used(tmp_path):
