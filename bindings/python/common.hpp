@@ -107,12 +107,16 @@ py::array to_numpy(C&& c) {
 }
 
 /// A new numpy array of the n values f(0), …, f(n − 1): for results that the C++ classes give one
-/// unit (or label, category) at a time.
+/// unit (or label, category) at a time. f runs without the GIL (some queries are long, e.g. exact
+/// quantiles), so it must not touch Python objects.
 template <class R, class F>
 py::array_t<R> per_unit(std::size_t n, F&& f) {
   py::array_t<R> a(static_cast<py::ssize_t>(n));
   R* p = a.mutable_data();
-  for (std::size_t u = 0; u < n; ++u) p[u] = static_cast<R>(f(u));
+  {
+    py::gil_scoped_release nogil;
+    for (std::size_t u = 0; u < n; ++u) p[u] = static_cast<R>(f(u));
+  }
   return a;
 }
 
@@ -121,8 +125,11 @@ template <class R, class F>
 py::array_t<R> per_cell(std::size_t rows, std::size_t cols, F&& f) {
   py::array_t<R> a({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(cols)});
   R* p = a.mutable_data();
-  for (std::size_t i = 0; i < rows; ++i)
-    for (std::size_t j = 0; j < cols; ++j) p[i * cols + j] = static_cast<R>(f(i, j));
+  {
+    py::gil_scoped_release nogil;
+    for (std::size_t i = 0; i < rows; ++i)
+      for (std::size_t j = 0; j < cols; ++j) p[i * cols + j] = static_cast<R>(f(i, j));
+  }
   return a;
 }
 
