@@ -6,6 +6,7 @@
 // (cosine, L2), how many clusters (facets) they form, and how sparse and how dead the unit is.
 // The statistics live in include/shapebias/stats/{topk,diversity}.hpp.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -22,7 +23,10 @@
 #include "common/data_cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
+#include "common/merge.hpp"
+#include "common/mpi.hpp"
 #include "common/output_folder.hpp"
+#include "common/partial.hpp"
 #include "common/provenance.hpp"
 #include "shapebias/io/hdf5.hpp"
 #include "shapebias/io/provenance.hpp"
@@ -51,6 +55,7 @@ struct diversity_options {
   double dead_eps = 0;
   std::size_t grids = 0, crop = 0;
   std::string output;
+  bool mpi = false;
 };
 
 struct layer_stats {
@@ -86,8 +91,10 @@ network top_inputs(const std::string& name, const std::string& input, const dive
   network net{name, input, {}, 0, {}, nullptr};
   const auto threads = static_cast<unsigned>(resolved_threads(o.common.threads));
   const auto rank = stats::parse_topk_rank(o.rank);
+  const auto sh = shard::parse(o.data.shard);
   with_activations(input, o.data, o.common, o.layers, [&](io::batch_source& src) {
     const auto& h = src.header();
+    std::size_t capacity = 0;  // the most ids the top-Ks of every layer can hold
     std::vector<std::string> names = o.layers;
     if (names.empty())
       for (const auto& l : h.layers)
@@ -102,8 +109,11 @@ network top_inputs(const std::string& name, const std::string& input, const dive
       std::vector<double> th(s[0], o.threshold);
       if (!o.thresholds.empty()) th = dissect_thresholds(o.thresholds, name, n, s[0]);
       net.layers.push_back({n, s, *i, stats::topk_units(s[0], o.k, rank), stats::unit_activity(th)});
+      capacity += s[0] * o.k;
     }
     while (auto b = src.next()) {
+      keep_shard_rows(*b, sh);  // stores and streams; a model run live reads its shard only
+      if (!b->rows()) continue;
       for (auto& l : net.layers) {
         try {
           l.top->update(b->data[l.index], b->ids.data(), threads);
@@ -113,17 +123,21 @@ network top_inputs(const std::string& name, const std::string& input, const dive
         }
       }
       net.rows += b->rows();
-      // Labels of the ids that are in some top-K now: the batch's, and those kept from before.
-      std::unordered_map<std::int64_t, std::int64_t> keep;
       for (std::size_t r = 0; r < b->rows(); ++r) net.labels[b->ids[r]] = b->labels[r];
-      for (const auto& l : net.layers)
-        for (std::size_t u = 0; u < l.shape[0]; ++u)
-          for (const auto& e : l.top->result(u)) keep.emplace(e.id, net.labels.at(e.id));
-      net.labels.swap(keep);
+      // Only the labels of ids in some top-K are needed, and an id that has left every top-K never
+      // returns, so dropping the others is exact. Done when the map holds twice as many ids as the
+      // top-Ks can: memory stays O(units × K) and the sorting cost is amortised over as many rows.
+      if (net.labels.size() > 2 * capacity) {
+        std::unordered_map<std::int64_t, std::int64_t> keep;
+        for (const auto& l : net.layers)
+          for (std::size_t u = 0; u < l.shape[0]; ++u)
+            for (const auto& e : l.top->result(u)) keep.emplace(e.id, net.labels.at(e.id));
+        net.labels.swap(keep);
+      }
     }
     net.provenance = parse_log(src.header().provenance);
   });
-  if (net.rows < o.k)
+  if (net.rows < o.k && sh.whole())  // a shard may hold fewer; the merged shards must hold K (write_diversity)
     throw io_error(quote_name(input) + ": K = " + std::to_string(o.k) + " but only " + std::to_string(net.rows) +
                    " inputs (lower --top-k)");
   return net;
@@ -158,7 +172,14 @@ std::map<std::int64_t, std::vector<float>> embeddings(const std::string& source,
         std::vector<float> e(s[0]);
         for (std::size_t c = 0; c < s[0]; ++c) {
           double sum = 0;
-          for (std::size_t p = 0; p < space; ++p) sum += x[c * space + p];
+          for (std::size_t p = 0; p < space; ++p) {
+            const float v = x[c * space + p];
+            if (!std::isfinite(v))
+              throw io_error(quote_name(source) + ": the embedding layer '" + layer + "' holds " + (std::isnan(v) ? "NaN" : "Inf") +
+                             " for input id " + std::to_string(b->ids[r]) + " (channel " + std::to_string(c) +
+                             "); embeddings need finite values");
+            sum += v;
+          }
           e[c] = static_cast<float>(sum / static_cast<double>(space));
         }
         out[b->ids[r]] = std::move(e);
@@ -192,10 +213,11 @@ void write_grid(const std::string& path, const dataset& data, const std::vector<
   const std::size_t cols = static_cast<std::size_t>(std::ceil(std::sqrt(static_cast<double>(top.size()))));
   const std::size_t rows = (top.size() + cols - 1) / cols;
   std::optional<image> grid;
+  std::size_t c = crop;  // the cell size, one for the whole grid: --grid-crop, or half the first image
   for (std::size_t j = 0; j < top.size(); ++j) {
     const auto img = convert_channels(data.load(static_cast<std::size_t>(top[j].id)), 3);
     const std::size_t mh = shape.size() == 3 ? shape[1] : 1, mw = shape.size() == 3 ? shape[2] : 1;
-    const std::size_t c = crop ? crop : static_cast<std::size_t>(std::max(img.height, img.width)) / 2;
+    if (!c) c = static_cast<std::size_t>(std::max(img.height, img.width)) / 2;
     if (!grid) {
       grid.emplace();
       grid->height = static_cast<int>(rows * (c + 1) + 1);
@@ -221,7 +243,22 @@ void write_grid(const std::string& path, const dataset& data, const std::vector<
   if (grid) write_png(path, *grid);
 }
 
-void run(diversity_options o, nlohmann::json rec) {
+/// What the tables are made of: the key (settings and sources, equal in every shard of a run), the
+/// networks' top-K and activity, and the embeddings of the ids in some top-K. A run, `shapebias
+/// merge` of its shards and rank 0 of an MPI run all write their tables from this alone.
+struct diversity_result {
+  nlohmann::json key;
+  std::vector<network> nets;
+  std::map<std::int64_t, std::vector<float>> emb;
+};
+
+/// What made the activations of `path` (a model or a store), for a merge key.
+nlohmann::json identity_of(const std::string& path) {
+  if (is_model(path)) return {{"model_sha256", sha256_file(path)}};
+  return source_identity(parse_log(open_source(path, 1)->header().provenance));
+}
+
+diversity_result compute(diversity_options o) {
   const bool live = is_model(o.inputs[0]);
   for (const auto& in : o.inputs)
     if (is_model(in) != live) throw usage_error("give either models (with --data) or activations (stores, streams), not both");
@@ -248,7 +285,6 @@ void run(diversity_options o, nlohmann::json rec) {
     ids_copy.emplace(text);
     o.data.ids = ids_copy->path;
   }
-  output_folder out(o.output, {"grids"});
   std::vector<network> nets;
   for (std::size_t k = 0; k < o.inputs.size(); ++k) {
     nets.push_back(top_inputs(o.names[k], o.inputs[k], o));
@@ -264,6 +300,141 @@ void run(diversity_options o, nlohmann::json rec) {
           for (const auto& e : l.top->result(u)) ids.insert(e.id);
     emb = embeddings(emb_source, o.embedding, ids, o);
   }
+  nlohmann::json params = {
+      {"status", status},
+      {"top_k", o.k},
+      {"rank", o.rank},
+      {"layers", o.layers},
+      {"names", std::vector<std::string>(o.names.begin(), o.names.begin() + static_cast<long>(o.inputs.size()))},
+      {"embedding", o.embedding.empty() ? nlohmann::json(nullptr)
+                                        : nlohmann::json{{"layer", o.embedding}, {"source", emb_source},
+                                                         {"pooling", "spatial mean of [C, H, W] maps"}}},
+      {"facets", {{"kmax", o.kmax}, {"rule", o.facet_rule}, {"min_silhouette", o.min_silhouette}, {"seed", o.seed}}},
+      {"sparsity", o.thresholds.empty() ? nlohmann::json{{"threshold", o.threshold}}
+                                        : nlohmann::json{{"netdissect_thresholds", o.thresholds}}},
+      {"dead_eps", o.dead_eps},
+      {"grids", {{"units", o.grids}, {"crop", o.crop}}},
+      {"ids", ids_record}};
+  if (!o.data.path.empty()) params["data"] = dataset::open(o.data)->describe();
+  nlohmann::json sources = nlohmann::json::array(), shapes = nlohmann::json::object();
+  for (const auto& n : nets) sources.push_back(source_identity(n.provenance));
+  for (const auto& l : nets[0].layers) shapes[l.name] = l.shape;
+  const nlohmann::json key{{"params", params}, {"sources", sources}, {"shapes", shapes},
+                           {"embedding_source", o.embedding.empty() ? nlohmann::json(nullptr) : identity_of(emb_source)}};
+  return {key, std::move(nets), std::move(emb)};
+}
+
+/// The accumulator states of diversity.h5: per network and layer its top-K and activity, per
+/// network the labels of the ids in its top-Ks, the embeddings of those ids, and as the attribute
+/// "networks" each network's input, rows and input provenance.
+void save_states(hid_t h5, const diversity_result& r, const std::string& file) {
+  nlohmann::json meta = nlohmann::json::array();
+  for (const auto& n : r.nets) {
+    meta.push_back({{"network", n.name}, {"input", n.input}, {"rows", n.rows}, {"provenance", n.provenance}});
+    std::map<std::int64_t, std::int64_t> labels;
+    for (const auto& l : n.layers) {
+      const std::string g = n.name + "/" + l.name;
+      io::write_state(h5, g + "/topk", l.top->save(), file);
+      io::write_state(h5, g + "/activity", l.activity->save(), file);
+      for (std::size_t u = 0; u < l.shape[0]; ++u)
+        for (const auto& e : l.top->result(u)) labels.emplace(e.id, n.labels.at(e.id));
+    }
+    stats::state s;
+    s.kind = "labels";
+    xt::xarray<double> ids = xt::zeros<double>({labels.size()}), labs = ids;
+    std::size_t i = 0;
+    for (const auto& [id, lab] : labels) ids(i) = static_cast<double>(id), labs(i++) = static_cast<double>(lab);
+    s.arrays = {{"id", ids}, {"label", labs}};
+    io::write_state(h5, n.name + "/labels", s, file);
+  }
+  if (!r.emb.empty()) {
+    stats::state s;
+    s.kind = "embedding";
+    const std::size_t D = r.emb.begin()->second.size();
+    xt::xarray<double> ids = xt::zeros<double>({r.emb.size()}), x = xt::zeros<double>({r.emb.size(), D});
+    std::size_t i = 0;
+    for (const auto& [id, e] : r.emb) {
+      ids(i) = static_cast<double>(id);
+      std::copy(e.begin(), e.end(), x.data() + i++ * D);
+    }
+    s.arrays = {{"id", ids}, {"vector", x}};
+    io::write_state(h5, "embedding", s, file);
+  }
+  io::h5::write_attribute(h5, "networks", meta.dump(), file);
+}
+
+diversity_result load_states(hid_t h5, const nlohmann::json& key, const std::string& file) {
+  diversity_result r{key, {}, {}};
+  for (const auto& m : nlohmann::json::parse(io::h5::read_string_attribute(h5, "networks", file))) {
+    network n{m.at("network"), m.at("input"), {}, m.at("rows"), {}, m.at("provenance")};
+    for (const auto& name : key.at("params").at("layers")) {
+      const std::string g = n.name + "/" + name.get<std::string>();
+      n.layers.push_back({name, key.at("shapes").at(name.get<std::string>()), 0,
+                          stats::topk_units::load(io::read_state(h5, g + "/topk", file)),
+                          stats::unit_activity::load(io::read_state(h5, g + "/activity", file))});
+    }
+    const auto s = io::read_state(h5, n.name + "/labels", file);
+    for (std::size_t i = 0; i < s.array("id").size(); ++i)
+      n.labels[static_cast<std::int64_t>(s.array("id")(i))] = static_cast<std::int64_t>(s.array("label")(i));
+    r.nets.push_back(std::move(n));
+  }
+  if (io::h5::exists(h5, "embedding")) {
+    const auto s = io::read_state(h5, "embedding", file);
+    const auto& x = s.array("vector");
+    const std::size_t D = x.shape()[1];
+    for (std::size_t i = 0; i < s.array("id").size(); ++i)
+      r.emb[static_cast<std::int64_t>(s.array("id")(i))] = std::vector<float>(x.data() + i * D, x.data() + (i + 1) * D);
+  }
+  return r;
+}
+
+/// Adds shard `b` to `a`: top-Ks and activity merge exactly; labels and embeddings of disjoint ids
+/// join.
+void merge_states(diversity_result& a, const diversity_result& b) {
+  for (std::size_t k = 0; k < a.nets.size(); ++k) {
+    a.nets[k].rows += b.nets[k].rows;
+    for (std::size_t l = 0; l < a.nets[k].layers.size(); ++l) {
+      a.nets[k].layers[l].top->merge(*b.nets[k].layers[l].top);
+      a.nets[k].layers[l].activity->merge(*b.nets[k].layers[l].activity);
+    }
+    a.nets[k].labels.insert(b.nets[k].labels.begin(), b.nets[k].labels.end());
+  }
+  a.emb.insert(b.emb.begin(), b.emb.end());
+}
+
+/// The options a run's tables depend on, from its recorded parameters (for a merge).
+diversity_options options_of(const nlohmann::json& p) {
+  diversity_options o;
+  o.k = p.at("top_k");
+  o.rank = p.at("rank");
+  o.layers = p.at("layers").get<std::vector<std::string>>();
+  o.names = p.at("names").get<std::vector<std::string>>();
+  o.inputs = o.names;
+  if (!p.at("embedding").is_null()) o.embedding = p["embedding"].at("layer");
+  o.kmax = p.at("facets").at("kmax");
+  o.facet_rule = p["facets"].at("rule");
+  o.min_silhouette = p["facets"].at("min_silhouette");
+  o.seed = p["facets"].at("seed");
+  o.dead_eps = p.at("dead_eps");
+  o.grids = p.at("grids").at("units");
+  o.crop = p["grids"].at("crop");
+  if (p.contains("data")) {
+    o.data.path = p["data"].at("path");
+    o.data.format = p["data"].at("format");
+    o.data.split = p["data"].value("split", "test");
+  }
+  return o;
+}
+
+/// The tables, diversity.h5 (states, partial record), image grids and provenance of `r`.
+void write_diversity(diversity_result& r, const diversity_options& o, nlohmann::json rec, const partial_info& part) {
+  auto& nets = r.nets;
+  const auto& emb = r.emb;
+  for (const auto& n : nets)
+    if (n.rows < o.k)
+      throw io_error(quote_name(n.input) + ": K = " + std::to_string(o.k) + " but only " + std::to_string(n.rows) +
+                     " inputs (lower --top-k)");
+  output_folder out(o.output, {"grids"});
   std::unique_ptr<dataset> data;
   if (o.grids) data = dataset::open(o.data);
 
@@ -277,6 +448,11 @@ void run(diversity_options o, nlohmann::json rec) {
            "facets_silhouette,facets_bic,threshold,fraction_above,max,dead,status\n";
   layers << "network,layer,units,inputs,dead,mean_distinct_labels,median_distinct_labels,mean_label_entropy,"
             "mean_cosine_distance,median_cosine_distance,mean_l2_distance,mean_facets,mean_fraction_above,status\n";
+  // Per layer, per network: the layer means compared in differences.csv (measure names below).
+  static constexpr const char* measures[] = {"mean_distinct_labels", "mean_label_entropy", "mean_cosine_distance",
+                                             "mean_l2_distance",     "mean_facets",        "mean_fraction_above",
+                                             "dead"};
+  std::map<std::string, std::vector<std::array<double, std::size(measures)>>> summary;
   const std::string h5name = out.path("diversity.h5");
   io::h5::handle h5(io::h5::check(H5Fcreate(h5name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), o.output + "/diversity.h5",
                                   "cannot create"));
@@ -304,12 +480,14 @@ void run(diversity_options o, nlohmann::json rec) {
             const auto& e = emb.at(top[j].id);
             std::copy(e.begin(), e.end(), x.data() + j * D);
           }
-          try {
+          bool zero_row = false;  // an all-zero embedding has no cosine: L2 only
+          for (std::size_t j = 0; j < top.size() && !zero_row; ++j)
+            zero_row = std::all_of(x.data() + j * D, x.data() + (j + 1) * D, [](double v) { return v == 0; });
+          if (!zero_row) {
             const auto ed = stats::embedding_diversity(x);
             cosd[u] = ed.mean_cosine;
             l2[u] = ed.mean_l2;
-          } catch (const std::domain_error&) {
-            // An all-zero embedding has no cosine: report L2 only.
+          } else {
             double s = 0;
             for (std::size_t i = 0; i < top.size(); ++i)
               for (std::size_t j = i + 1; j < top.size(); ++j) {
@@ -335,30 +513,19 @@ void run(diversity_options o, nlohmann::json rec) {
              << csv_number(median(distinct)) << "," << csv_number(mean(entropy)) << "," << csv_number(mean(cosd)) << ","
              << csv_number(median(cosd)) << "," << csv_number(mean(l2)) << "," << csv_number(mean(facets)) << ","
              << csv_number(mean(frac)) << "," << status << "\n";
-      const std::string g = n.name + "/" + l.name;
-      io::write_state(h5.get(), g + "/topk", l.top->save(), h5name);
-      io::write_state(h5.get(), g + "/activity", l.activity->save(), h5name);
+      summary[l.name].push_back({mean(distinct), mean(entropy), mean(cosd), mean(l2), mean(facets), mean(frac),
+                                 static_cast<double>(dead)});
       if (!o.common.quiet)
         std::fprintf(stderr, "diversity: %s %s: mean %.2f distinct labels of top-%zu, %zu dead of %zu units (%s)\n", n.name.c_str(),
                      l.name.c_str(), mean(distinct), o.k, dead, U, status);
     }
 
-  rec["params"] = {{"status", status},
-                   {"top_k", o.k},
-                   {"rank", o.rank},
-                   {"layers", o.layers},
-                   {"names", std::vector<std::string>(o.names.begin(), o.names.begin() + static_cast<long>(o.inputs.size()))},
-                   {"embedding", o.embedding.empty() ? nlohmann::json(nullptr)
-                                                     : nlohmann::json{{"layer", o.embedding}, {"source", emb_source},
-                                                                      {"pooling", "spatial mean of [C, H, W] maps"}}},
-                   {"facets", {{"kmax", o.kmax}, {"rule", o.facet_rule}, {"min_silhouette", o.min_silhouette}}},
-                   {"sparsity", o.thresholds.empty() ? nlohmann::json{{"threshold", o.threshold}}
-                                                     : nlohmann::json{{"netdissect_thresholds", o.thresholds}}},
-                   {"dead_eps", o.dead_eps},
-                   {"inputs", nets[0].rows}};
-  rec["params"]["ids"] = ids_record;
+  save_states(h5.get(), r, h5name);
+  write_partial(h5.get(), part, h5name);
+  rec["params"] = r.key.at("params");
+  rec["params"]["inputs"] = nets[0].rows;
+  rec["params"]["shard"] = part.shard_record();
   rec["seeds"] = {{"kmeans", o.seed}};
-  if (!o.data.path.empty()) rec["params"]["data"] = dataset::open(o.data)->describe();
   nlohmann::json inputs = nlohmann::json::array();
   for (const auto& n : nets) inputs.push_back({{"network", n.name}, {"input", n.input}, {"rows", n.rows}, {"provenance", n.provenance}});
   rec["finished"] = io::utc_now();
@@ -368,13 +535,55 @@ void run(diversity_options o, nlohmann::json rec) {
   out.write("provenance.json", prov.dump(2) + "\n");
   out.write("units.csv", units.str());
   out.write("layers.csv", layers.str());
+  if (nets.size() == 2) {
+    // S vs R per layer: R − S, so a negative difference is R responding to fewer kinds of input.
+    std::ostringstream diff;
+    const auto &a = nets[0].name, &b = nets[1].name;
+    diff << "layer,measure," << a << "," << b << "," << b << "_minus_" << a << ",status\n";
+    for (const auto& l : nets[0].layers) {
+      const auto& v = summary.at(l.name);
+      for (std::size_t m = 0; m < std::size(measures); ++m)
+        diff << l.name << "," << measures[m] << "," << csv_number(v[0][m]) << "," << csv_number(v[1][m]) << ","
+             << csv_number(v[1][m] - v[0][m]) << "," << status << "\n";
+    }
+    out.write("differences.csv", diff.str());
+  }
   out.commit();
   if (!o.common.quiet)
-    std::fprintf(stderr, "diversity: %llu inputs, %zu layers, %zu networks; wrote %s\n", static_cast<unsigned long long>(nets[0].rows),
-                 nets[0].layers.size(), nets.size(), o.output.c_str());
+    std::fprintf(stderr, "diversity: %llu inputs, %zu layers, %zu networks%s; wrote %s\n", static_cast<unsigned long long>(nets[0].rows),
+                 nets[0].layers.size(), nets.size(),
+                 part.whole() ? "" : (", shard " + std::to_string(part.shards[0]) + "/" + std::to_string(part.count)).c_str(),
+                 o.output.c_str());
+}
+
+void run(const diversity_options& o, const nlohmann::json& rec, mpi_session* mpi) {
+  if (!mpi) {
+    auto r = compute(o);
+    write_diversity(r, o, rec, partial_info::of("diversity", shard::parse(o.data.shard), r.key));
+    return;
+  }
+  const auto images = mpi->gather([&] {
+    const auto r = compute(o);
+    auto h5 = create_memory_file("diversity.h5");
+    save_states(h5.get(), r, "diversity.h5");
+    write_partial(h5.get(), partial_info::of("diversity", shard::parse(o.data.shard), r.key), "diversity.h5");
+    io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), "diversity.h5");
+    return file_image(h5.get(), "diversity.h5");
+  });
+  if (mpi->root()) merge_images(images, mpi_step(*mpi), o.output, o.common.quiet);
 }
 
 }  // namespace
+
+void merge_diversity(const std::vector<merge_part>& parts, const partial_info& whole, nlohmann::json rec, const std::string& output,
+                     bool quiet) {
+  auto o = options_of(whole.key.at("params"));
+  o.output = output;
+  o.common.quiet = quiet;
+  auto r = load_states(parts[0].file.get(), whole.key, parts[0].name);
+  for (std::size_t i = 1; i < parts.size(); ++i) merge_states(r, load_states(parts[i].file.get(), whole.key, parts[i].name));
+  write_diversity(r, o, std::move(rec), whole);
+}
 
 int run_diversity(std::span<char*> args) {
   diversity_options o;
@@ -418,12 +627,19 @@ int run_diversity(std::span<char*> args) {
   app.add_option("--grids", o.grids, "Write image grids of the top-K inputs, cropped around the argmax, for the first N units "
                                      "of each layer (needs --data)")->group("Output")->capture_default_str();
   app.add_option("--grid-crop", o.crop, "Grid crop size in image pixels [half the image]")->group("Output");
-  app.add_option("-o,--output", o.output, "Output folder: units.csv, layers.csv, diversity.h5 (top-K ids, activity), grids/, "
-                                          "provenance.json")->required()->group("Output");
+  app.add_option("-o,--output", o.output, "Output folder: units.csv, layers.csv, differences.csv (two networks: R - S per "
+                                          "layer), diversity.h5 (top-K ids, activity), grids/, provenance.json")->required()->group("Output");
+  add_shard_options(app, o.data.shard, o.mpi);
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
   check_names(o.names, o.inputs.size(), "inputs");
-  run(o, start_record("diversity", args));
+  const auto rec = start_record("diversity", args);
+  std::optional<mpi_session> mpi;
+  if (o.mpi) {
+    mpi.emplace();
+    o.data.shard = mpi->shard();
+  }
+  run(o, rec, mpi ? &*mpi : nullptr);
   return 0;
 }
 

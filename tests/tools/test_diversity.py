@@ -49,11 +49,11 @@ def stores(tmp_path):
     return tmp_path / "S.h5", acts, emb, ids, labels
 
 
-def test_store_against_numpy(sb, stores, tmp_path):
+@pytest.mark.parametrize("k,batch", [(10, 256), (3, 7)])  # (3, 7): the labels kept for the top-K are pruned often
+def test_store_against_numpy(sb, stores, tmp_path, k, batch):
     path, acts, emb, ids, labels = stores
-    k = 10
     out = tmp_path / "out"
-    run_ok(sb, path, "-l", "conv", "-k", k, "--embedding", "emb", "-o", out)
+    run_ok(sb, path, "-l", "conv", "-k", k, "--embedding", "emb", "--batch-size", batch, "-o", out)
     units = read(out / "units.csv")
     assert {u["status"] for u in units} == {"paper metric unconfirmed"}
     top = numpy_top(acts, ids, k)
@@ -83,8 +83,37 @@ def test_store_against_numpy(sb, stores, tmp_path):
     assert units[0]["dead"] == "1" and float(units[0]["fraction_above"]) == 0
     assert float(units[1]["fraction_above"]) == pytest.approx(0.25)
     assert all(u["dead"] == "0" for u in units[1:])
-    layer = read(out / "layers.csv")[0]
-    assert layer["dead"] == "1" and int(layer["inputs"]) == len(ids)
+    layers = read(out / "layers.csv")
+    assert len(layers) == 1 and layers[0]["dead"] == "1"
+    check_layer_row(layers[0], units, len(ids))
+
+
+def column(units, name):
+    """A units.csv column as floats (NaN for an empty cell)."""
+    return np.array([float(u[name]) if u[name] != "" else np.nan for u in units])
+
+
+def layer_means(units):
+    """The per-layer aggregates of layers.csv, computed with numpy from units.csv rows."""
+    return {
+        "units": len(units),
+        "dead": int(column(units, "dead").sum()),
+        "mean_distinct_labels": np.mean(column(units, "distinct_labels")),
+        "median_distinct_labels": np.median(column(units, "distinct_labels")),
+        "mean_label_entropy": np.mean(column(units, "label_entropy")),
+        "mean_cosine_distance": np.nanmean(column(units, "mean_cosine_distance")),
+        "median_cosine_distance": np.nanmedian(column(units, "mean_cosine_distance")),
+        "mean_l2_distance": np.nanmean(column(units, "mean_l2_distance")),
+        "mean_facets": np.nanmean(column(units, "facets")),
+        "mean_fraction_above": np.mean(column(units, "fraction_above")),
+    }
+
+
+def check_layer_row(row, units, inputs):
+    """Every aggregate column of a layers.csv row against numpy over that layer's units.csv rows."""
+    assert row["status"] == "paper metric unconfirmed" and int(row["inputs"]) == inputs
+    for col, want in layer_means(units).items():
+        assert float(row[col]) == pytest.approx(want, rel=1e-9, abs=1e-12), col
 
 
 def test_facets_of_separated_clusters(sb, tmp_path):
@@ -174,3 +203,174 @@ def test_usage_errors(sb, stores, tmp_path, args, frag):
     p = sb("diversity", stores[0], "-l", "conv", *args, "-o", tmp_path / "o")
     assert p.returncode == 2
     one_error_line(p, frag)
+
+
+def test_two_networks_and_differences(sb, models, tmp_path):
+    """Two different models (the fashion CNN with two weight seeds) on the same inputs, both measured
+    in one reference embedding (S's classifier.1): per-unit measures, layers.csv and differences.csv
+    (R − S of the layer means) against numpy on the dumped activations."""
+    import subprocess
+    import sys
+    from conftest import SOURCE
+    subprocess.run([sys.executable, os.path.join(SOURCE, "scripts", "make_models.py"), str(tmp_path), "fashion_cnn", "--seed",
+                    "1", "--as", "other_cnn"], check=True, capture_output=True)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(map(str, range(0, 400, 2))) + "\n")
+    acts, emb = {}, None
+    for net, m in [("S", models / "fashion_cnn.pt"), ("R", tmp_path / "other_cnn.pt")]:
+        p = sb("dump", m, FMNIST, "--normalize", "0.286/0.353", "--ids", ids, "-l", "features.2,classifier.1",
+               "-o", tmp_path / f"{net}.h5")
+        assert p.returncode == 0, p.stderr.decode()
+        with h5py.File(tmp_path / f"{net}.h5") as f:
+            acts[net] = f["activations/features.2"][:]
+            if net == "S":
+                emb, got_ids, labels = f["activations/classifier.1"][:], f["index/input_id"][:], f["index/label"][:]
+    assert not np.array_equal(acts["S"], acts["R"])
+    k = 12
+    out = tmp_path / "out"
+    run_ok(sb, tmp_path / "S.h5", tmp_path / "R.h5", "-l", "features.2", "-k", k, "--embedding", "classifier.1",
+           "--embedding-source", tmp_path / "S.h5", "-o", out)
+    units = read(out / "units.csv")
+    row = {int(i): r for r, i in enumerate(got_ids)}
+    lab = dict(zip(got_ids.tolist(), labels.tolist()))
+    for net in "SR":
+        mine = [u for u in units if u["network"] == net]
+        assert len(mine) == 32
+        for u, t in enumerate(numpy_top(acts[net], got_ids, k)):
+            _, counts = np.unique([lab[i] for i, _ in t], return_counts=True)
+            p = counts / counts.sum()
+            assert int(mine[u]["distinct_labels"]) == len(counts)
+            assert float(mine[u]["label_entropy"]) == pytest.approx(-(p * np.log(p)).sum(), abs=1e-9)
+            e = emb[[row[i] for i, _ in t]].astype(np.float64)
+            n = np.linalg.norm(e, axis=1)
+            iu = np.triu_indices(k, 1)
+            if np.all(n > 0):
+                cos = 1 - (e @ e.T / np.outer(n, n))[iu]
+                assert float(mine[u]["mean_cosine_distance"]) == pytest.approx(np.clip(cos, 0, 2).mean(), rel=1e-8, abs=1e-12)
+            l2 = np.linalg.norm(e[:, None] - e[None], axis=2)[iu]
+            assert float(mine[u]["mean_l2_distance"]) == pytest.approx(l2.mean(), rel=1e-8)
+            mx = acts[net][:, u].reshape(len(got_ids), -1).max(axis=1)
+            assert float(mine[u]["fraction_above"]) == pytest.approx((mx > 0).mean(), abs=1e-12)
+            assert mine[u]["dead"] == str(int(mx.max() <= 0))
+    layers = {r["network"]: r for r in read(out / "layers.csv")}
+    means = {}
+    for net in "SR":
+        mine = [u for u in units if u["network"] == net]
+        check_layer_row(layers[net], mine, len(got_ids))
+        means[net] = layer_means(mine)
+    diffs = read(out / "differences.csv")
+    assert [d["measure"] for d in diffs] == ["mean_distinct_labels", "mean_label_entropy", "mean_cosine_distance",
+                                             "mean_l2_distance", "mean_facets", "mean_fraction_above", "dead"]
+    for d in diffs:
+        assert d["layer"] == "features.2" and d["status"] == "paper metric unconfirmed"
+        s_, r_ = means["S"][d["measure"]], means["R"][d["measure"]]
+        assert float(d["S"]) == pytest.approx(s_, rel=1e-9) and float(d["R"]) == pytest.approx(r_, rel=1e-9)
+        assert float(d["R_minus_S"]) == pytest.approx(r_ - s_, rel=1e-8, abs=1e-9)
+    assert any(float(d["R_minus_S"]) != 0 for d in diffs)
+    # One network: no differences.
+    run_ok(sb, tmp_path / "S.h5", "-l", "features.2", "-k", k, "-o", tmp_path / "one")
+    assert not os.path.exists(tmp_path / "one" / "differences.csv")
+
+
+def test_stream_input(sb, models, tmp_path):
+    """`shapebias dump … -o - | shapebias diversity -` gives what the same activations in a store give."""
+    import subprocess
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(map(str, range(150))) + "\n")
+    dump = [sb.exe, "dump", str(models / "fashion_cnn.pt"), FMNIST, "--normalize", "0.286/0.353", "--ids", str(ids),
+            "-l", "features.2,classifier.1", "--quiet"]
+    assert subprocess.run(dump + ["-o", str(tmp_path / "S.h5")], capture_output=True).returncode == 0
+    common = ["-l", "features.2", "-k", "7", "--embedding", "classifier.1", "--embedding-source", str(tmp_path / "S.h5")]
+    piped = subprocess.run(" ".join([*map(shlex_quote, dump), "-o", "-", "|", shlex_quote(sb.exe), "diversity", "-",
+                                     *map(shlex_quote, common), "-o", shlex_quote(str(tmp_path / "piped"))]),
+                           shell=True, capture_output=True)
+    assert piped.returncode == 0, piped.stderr.decode()
+    run_ok(sb, tmp_path / "S.h5", *common, "-o", tmp_path / "stored")
+    for f in ["units.csv", "layers.csv"]:
+        assert (tmp_path / "piped" / f).read_text() == (tmp_path / "stored" / f).read_text()
+    with h5py.File(tmp_path / "piped" / "diversity.h5") as a, h5py.File(tmp_path / "stored" / "diversity.h5") as b:
+        np.testing.assert_array_equal(a["S/features.2/topk/id"][:], b["S/features.2/topk/id"][:])
+    # A stream as its own embedding source would be read twice.
+    p = sb("diversity", "-", "-l", "features.2", "--embedding", "classifier.1", "-o", tmp_path / "o", input=b"")
+    assert p.returncode == 2
+    one_error_line(p, "--embedding-source")
+
+
+def shlex_quote(s):
+    import shlex
+    return shlex.quote(str(s))
+
+
+def test_rank_by_mean(sb, tmp_path):
+    """--rank mean: the K best rows by spatial mean (higher, then lower id), on integer maps whose
+    means are exact and often tied."""
+    rng = np.random.default_rng(8)
+    n = 90
+    ids = rng.permutation(500)[:n]
+    acts = rng.integers(-3, 4, (n, 5, 3, 3)).astype(np.float32)
+    write_store(tmp_path / "S.h5", {"conv": acts}, ids=ids)
+    k = 9
+    run_ok(sb, tmp_path / "S.h5", "-k", k, "--rank", "mean", "-o", tmp_path / "mean")
+    run_ok(sb, tmp_path / "S.h5", "-k", k, "-o", tmp_path / "max")
+    score = acts.reshape(n, 5, -1).astype(np.float64).mean(axis=2)
+    with h5py.File(tmp_path / "mean" / "diversity.h5") as f, h5py.File(tmp_path / "max" / "diversity.h5") as g:
+        got, by_max = f["S/conv/topk/id"][:].astype(np.int64), g["S/conv/topk/id"][:].astype(np.int64)
+        np.testing.assert_allclose(f["S/conv/topk/score"][:], [sorted(score[:, u])[::-1][:k] for u in range(5)], rtol=1e-15)
+    for u in range(5):
+        order = sorted(range(n), key=lambda r: (-score[r, u], ids[r]))
+        assert list(got[u]) == [ids[r] for r in order[:k]]
+    assert not np.array_equal(got, by_max)
+    assert read(tmp_path / "mean" / "units.csv")[0]["k"] == str(k)
+    import json
+    assert json.load(open(tmp_path / "mean" / "provenance.json"))["run"]["params"]["rank"] == "mean"
+
+
+def test_dead_eps(sb, tmp_path):
+    """A unit is dead when its largest spatial max is <= --dead-eps."""
+    a = np.zeros((20, 3, 2, 2), np.float32)
+    a[5, 1, 1, 0] = 0.25  # unit 1's largest value (exact in float32)
+    a[:, 2] = 1.0         # unit 2 is alive at any eps below 1
+    a[:, 0] = -0.5        # unit 0 never exceeds 0
+    write_store(tmp_path / "S.h5", {"conv": a})
+    for eps, dead in [("0", [1, 0, 0]), ("0.2", [1, 0, 0]), ("0.25", [1, 1, 0]), ("0.5", [1, 1, 0]), ("-0.6", [0, 0, 0])]:
+        out = tmp_path / f"e{eps}"
+        run_ok(sb, tmp_path / "S.h5", "-k", 3, "--dead-eps", eps, "-o", out)
+        units = read(out / "units.csv")
+        assert [int(u["dead"]) for u in units] == dead, eps
+        assert [float(u["max"]) for u in units] == [-0.5, 0.25, 1.0]
+        assert int(read(out / "layers.csv")[0]["dead"]) == sum(dead)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_embedding(sb, stores, tmp_path, bad):
+    """A NaN or Inf in the embedding of a top-K input is one error naming the source, the layer and
+    the input id."""
+    path, acts, emb, ids, labels = stores
+    top = numpy_top(acts, ids, 5)
+    victim = top[2][0][0]  # unit 2's best input
+    e = emb.copy()
+    e[list(ids).index(victim), 3] = bad
+    write_store(tmp_path / "E.h5", {"emb": e}, ids=ids, labels=labels)
+    p = sb("diversity", path, "-l", "conv", "-k", 5, "--embedding", "emb", "--embedding-source", tmp_path / "E.h5",
+           "-o", tmp_path / "o")
+    assert p.returncode == 1
+    one_error_line(p, "E.h5", "embedding layer 'emb'", "NaN" if np.isnan(bad) else "Inf", f"input id {victim}", "channel 3")
+    assert not os.path.exists(tmp_path / "o") and not os.path.exists(tmp_path / "o.partial")
+
+
+def test_all_zero_embedding_gives_l2_only(sb, stores, tmp_path):
+    """An all-zero embedding row has no cosine: that unit's cosine is empty, its L2 is still given."""
+    path, acts, emb, ids, labels = stores
+    top = numpy_top(acts, ids, 5)
+    victim = top[3][0][0]
+    e = emb.copy()
+    e[list(ids).index(victim)] = 0
+    write_store(tmp_path / "E.h5", {"emb": e}, ids=ids, labels=labels)
+    run_ok(sb, path, "-l", "conv", "-k", 5, "--embedding", "emb", "--embedding-source", tmp_path / "E.h5", "-o", tmp_path / "o")
+    units = read(tmp_path / "o" / "units.csv")
+    row = {int(i): r for r, i in enumerate(ids)}
+    for u, t in enumerate(top):
+        x = e[[row[i] for i, _ in t]].astype(np.float64)
+        l2 = np.linalg.norm(x[:, None] - x[None], axis=2)[np.triu_indices(5, 1)].mean()
+        assert float(units[u]["mean_l2_distance"]) == pytest.approx(l2, rel=1e-8)
+        assert (units[u]["mean_cosine_distance"] == "") == (victim in [i for i, _ in t])
