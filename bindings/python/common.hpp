@@ -34,8 +34,10 @@ constexpr const char* dtype_name() {
   if constexpr (std::is_same_v<T, float>) return "float32";
   else if constexpr (std::is_same_v<T, double>) return "float64";
   else if constexpr (std::is_same_v<T, std::int32_t>) return "int32";
-  else if constexpr (std::is_same_v<T, std::int64_t>) return "int64";
-  else return "uint64";
+  else {
+    static_assert(std::is_same_v<T, std::int64_t>, "a dtype that the bindings do not take");
+    return "int64";
+  }
 }
 
 /// `obj` as a C-contiguous numpy array of T with one of `ndims` axes (any number when empty),
