@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "common/child.hpp"
@@ -54,11 +55,22 @@ class demo {
   void step(const std::string& name, const std::string& what, const std::vector<std::string>& args,
             const std::string& program = "") {
     ++n_;
-    if (!o_.common.quiet) std::fprintf(stderr, "[%2d/%d %6.1fs] %s\n", n_, total_, elapsed(), what.c_str());
     const auto log = (root_ / "logs" / (name + ".log")).string();
     std::ofstream(log, std::ios::trunc).close();
     const auto t = clock::now();
-    run_program(program, args, log);
+    std::function<void(const std::string&)> tick;
+    if (o_.common.quiet) {
+    } else if (is_terminal(2)) {
+      tick = [&](const std::string& last) {  // one live line: the step, its time, the child's last word
+        std::string line = status(what) + "  " + last;
+        if (line.size() > 118) line = line.substr(0, 115) + "...";
+        std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      };
+    } else {
+      std::fprintf(stderr, "%s\n", status(what).c_str());
+    }
+    run_program(program, args, log, tick);
+    if (tick) std::fprintf(stderr, "\r\033[K%s (%.1f s)\n", status(what).c_str(), seconds(t));
     std::string cmd = program.empty() ? "shapebias" : program;
     for (const auto& a : args) cmd += " " + a;
     steps_.push_back({{"step", name}, {"what", what}, {"command", cmd}, {"seconds", seconds(t)}, {"log", "logs/" + name + ".log"}});
@@ -66,8 +78,14 @@ class demo {
 
   void skip(const std::string& name, const std::string& why) {
     ++n_;
-    if (!o_.common.quiet) std::fprintf(stderr, "[%2d/%d %6.1fs] %s: %s\n", n_, total_, elapsed(), name.c_str(), why.c_str());
+    if (!o_.common.quiet) std::fprintf(stderr, "%s\n", status(name + ": " + why).c_str());
     steps_.push_back({{"step", name}, {"skipped", why}});
+  }
+
+  std::string status(const std::string& what) const {
+    char b[40];
+    std::snprintf(b, sizeof b, "[%2d/%d %6.1fs] ", n_, total_, elapsed());
+    return b + what;
   }
 
   std::string path(const std::string& rel) const { return (root_ / rel).string(); }
@@ -107,7 +125,8 @@ void run(const demo_options& o, nlohmann::json rec) {
   // train ×2, eval, tv ×2, probe, dissect, diversity, report, and an attack per model and ε.
   demo d(o, 9 + 2 * static_cast<int>(std::size(eps_list)));
   const std::string threads = std::to_string(resolved_threads(o.common.threads));
-  const std::vector<std::string> common{"-@", threads, "--device", o.common.device, "--quiet"};
+  // The children's summaries go to logs/ (they show no progress there: their stderr is not a terminal).
+  const std::vector<std::string> common{"-@", threads, "--device", o.common.device};
   auto with = [&](std::vector<std::string> a) {
     a.insert(a.end(), common.begin(), common.end());
     return a;

@@ -88,3 +88,13 @@ def write_store(path, layers, ids=None, labels=None, record=None):
         f.attrs["layers"] = json.dumps(list(layers))
         f.attrs["resume_key"] = ""
         f.attrs["complete"] = 1
+
+
+@pytest.fixture(scope="session")
+def demo_results(sb, tmp_path_factory):
+    """The results folder of one tiny end-to-end `shapebias demo` (report included), shared by the
+    demo and report tests: the whole study on Fashion-MNIST at smoke-test sizes."""
+    out = tmp_path_factory.mktemp("demo") / "results"
+    r = sb("demo", "--preset", "tiny", "-@", "2", "-o", out, timeout=1200)
+    assert r.returncode == 0, r.stderr.decode()
+    return out

@@ -10,7 +10,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 #include <fstream>
 #include <stdexcept>
 
@@ -35,6 +37,7 @@ std::vector<std::string> dump_args(const std::string& model, const data_options&
                              "--quiet", "-o", "-", "-@", std::to_string(c.threads),
                              "--batch-size", std::to_string(c.batch_size), "--device", c.device, "-l", joined};
   if (!d.ids.empty()) a.insert(a.end(), {"--ids", d.ids});
+  if (!d.shard.empty()) a.insert(a.end(), {"--shard", d.shard});
   for (const auto& x : ablate) a.insert(a.end(), {"--ablate", x});
   if (d.noise > 0) {
     a.insert(a.end(), {"--noise", number(d.noise), "--noise-seed", std::to_string(d.noise_seed)});
@@ -60,7 +63,19 @@ void with_activations(const std::string& input, const data_options& d, const com
   fn(*src);
 }
 
-void run_program(const std::string& program, const std::vector<std::string>& args, const std::string& log) {
+namespace {
+/// The last non-empty line of a text file ("" when there is none).
+std::string last_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty() && line.find_first_not_of(" \r") != std::string::npos) last = line.substr(line.rfind('\r') + 1);
+  return last;
+}
+}  // namespace
+
+void run_program(const std::string& program, const std::vector<std::string>& args, const std::string& log,
+                 const std::function<void(const std::string&)>& tick) {
   const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw io_error(quote_name(log) + ": cannot write: " + std::strerror(errno));
   const std::string exe = program.empty() ? "/proc/self/exe" : program;
@@ -72,18 +87,23 @@ void run_program(const std::string& program, const std::vector<std::string>& arg
     dup2(fd, 1);
     dup2(fd, 2);
     execv(exe.c_str(), argv.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", exe.c_str(), std::strerror(errno));
     _exit(127);
   }
   close(fd);
   if (pid < 0) throw std::runtime_error(std::string("cannot start a process: ") + std::strerror(errno));
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  for (;;) {
+    const pid_t r = waitpid(pid, &status, tick ? WNOHANG : 0);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) throw std::runtime_error(std::string("waiting for a process: ") + std::strerror(errno));
+    if (r == 0) {
+      tick(last_line(log));
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
-  std::ifstream in(log);
-  std::string line, last;
-  while (std::getline(in, line))
-    if (!line.empty()) last = line;
+  const std::string last = last_line(log);
   const std::string who = program.empty() ? "shapebias " + (args.empty() ? std::string() : args[0]) : program;
   throw std::runtime_error(who + " failed" + (last.empty() ? "" : ": " + last) + " (log: " + log + ")");
 }

@@ -42,9 +42,10 @@ void with_activations(const std::string& input, const data_options& d, const com
                       const std::vector<std::string>& layers, const std::function<void(io::batch_source&)>& fn);
 
 /// Runs `program` (empty: this executable) with `args`, its standard output and error appended to
-/// the file `log`, and waits for it. Throws std::runtime_error with the last line of the log when
-/// it fails.
-void run_program(const std::string& program, const std::vector<std::string>& args, const std::string& log);
+/// the file `log`, and waits for it, calling `tick` (when given) twice a second with the log's last
+/// line. Throws std::runtime_error with the last line of the log when it fails.
+void run_program(const std::string& program, const std::vector<std::string>& args, const std::string& log,
+                 const std::function<void(const std::string&)>& tick = {});
 
 /// A file shipped with shapebias: share/shapebias/`installed` next to the installed executable,
 /// else `source_relative` in the source tree. Throws io_error naming both when neither exists.
