@@ -4,8 +4,9 @@
 //
 //   bench_tally tally  FIXTURE sparse|dense lite|original THREADS SECONDS NCHECK COUNTS_OUT [per-image]
 //       tallies the first NCHECK images once and writes G, I, A (uint64) to COUNTS_OUT; then tallies
-//       all images again and again for SECONDS, with update_images on batches of 64 (or with
-//       update_image image by image, as `shapebias dissect` does); prints "<images/s> <passes>"
+//       all images again and again for SECONDS, with update_images on batches of 64 (as `shapebias
+//       dissect` feeds each batch's runs of equal segmentation size), or with update_image image by
+//       image (the per-image API, for comparison); prints "<images/s> <passes>"
 //   bench_tally sketch FIXTURE THREADS PASSES THRESHOLDS_OUT
 //       quantile_sketch updates, batches of 64 images, PASSES times over the fixture (one sketch);
 //       writes the thresholds (float64 [U]); prints "<values/s> <images/s>"
