@@ -15,6 +15,7 @@ packages=(
   libopencv-imgproc-dev                          # Canny edges, hole filling (--transform)
   libssl-dev zlib1g-dev                          # sha256 for provenance; the store's deflate
   libbenchmark-dev
+  openmpi-bin libopenmpi-dev                     # optional MPI mode (--mpi); the default build does not need it
   pybind11-dev python3-dev python3-numpy python3-pytest
   python3-torch python3-torchvision python3-h5py python3-pil   # fixtures and references only
   dataset-fashion-mnist                          # the embedded default data set

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // `shapebias attack`: options; the work runs in the LibTorch plugin.
 #include "common/data_cli.hpp"
+#include "common/merge.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
 
@@ -18,7 +19,7 @@ int run_attack(std::span<char*> args) {
                "shapebias attack"};
   app.add_option("model", o.model, "TorchScript model file returning [B, K] logits")->required()->group("Input");
   add_data_options(app, o.data, true);
-  app.add_option("--limit", o.limit, "Attack only the first N inputs (0: all)")->group("Input")->capture_default_str();
+  app.add_option("--limit", o.limit, "Attack only the first N inputs (of --ids when given; 0: all)")->group("Input")->capture_default_str();
   app.add_option("--method", a.method, "fgsm or pgd")->group("Attack")->capture_default_str();
   app.add_option("--norm", a.norm, "linf or l2")->group("Attack")->capture_default_str();
   app.add_option("--eps", a.eps, "Radius of the perturbation, in [0,1] pixel units")->group("Attack")->capture_default_str();
@@ -41,12 +42,23 @@ int run_attack(std::span<char*> args) {
   app.add_option("-l,--layers", o.layers, "Also store these layers' activations for the adversarial images")
       ->delimiter(',')->group("Output");
   app.add_option("-o,--output", o.output, "FILE.h5 (HDF5 store), '-' (stream to stdout) or FILE (stream)")->group("Output");
+  bool mpi = false;
+  add_shard_options(app, o.data.shard, mpi);
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
   a.validate();
   o.output = stream_output(o.output);
   o.record = start_record("attack", args).dump();
-  plugin().attack(o);
+  if (!mpi) {
+    plugin().attack(o);
+    return 0;
+  }
+  run_ranks(o.output, false, o.common.quiet, [&](const std::string& shard, const std::string& part) {
+    auto r = o;
+    r.data.shard = shard;
+    r.output = part;
+    plugin().attack(r);
+  });
   return 0;
 }
 

@@ -4,6 +4,7 @@
 
 #include "common/ablation.hpp"
 #include "common/data_cli.hpp"
+#include "common/merge.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
 
@@ -18,7 +19,7 @@ int run_dump(std::span<char*> args) {
                "shapebias dump"};
   app.add_option("model", o.model, "TorchScript model file")->required()->group("Input");
   add_data_options(app, o.data, true);
-  app.add_option("--limit", o.limit, "Process only the first N inputs (0: all)")->group("Input")->capture_default_str();
+  app.add_option("--limit", o.limit, "Process only the first N inputs (of --ids when given; 0: all)")->group("Input")->capture_default_str();
   app.add_option("-l,--layers", o.layers, "Layers to tap, comma-separated (see 'shapebias layers'); "
                                           "'input' and 'logits' are always available")
       ->required()->delimiter(',')->group("Output");
@@ -32,12 +33,23 @@ int run_dump(std::span<char*> args) {
       ->group("Output");
   app.add_option("--deflate", o.deflate, "HDF5 deflate level (with shuffle); 0 stores uncompressed")
       ->check(CLI::Range(0, 9))->group("Output")->capture_default_str();
+  bool mpi = false;
+  add_shard_options(app, o.data.shard, mpi);
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
   for (const auto& a : o.ablate) ablation::parse(a, "--ablate");  // usage errors before the plugin loads
   o.output = stream_output(o.output);
   o.record = start_record("dump", args).dump();
-  plugin().dump(o);
+  if (!mpi) {
+    plugin().dump(o);
+    return 0;
+  }
+  run_ranks(o.output, false, o.common.quiet, [&](const std::string& shard, const std::string& part) {
+    auto r = o;
+    r.data.shard = shard;
+    r.output = part;
+    plugin().dump(r);
+  });
   return 0;
 }
 

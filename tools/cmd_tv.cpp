@@ -19,7 +19,10 @@
 #include "common/cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
+#include "common/merge.hpp"
+#include "common/mpi.hpp"
 #include "common/output_folder.hpp"
+#include "common/partial.hpp"
 #include "common/plugin.hpp"
 #include "common/provenance.hpp"
 #include "common/rng.hpp"
@@ -46,6 +49,7 @@ struct tv_options {
   double tau = 0.2;
   std::string nonfinite = "error";
   std::string output;
+  bool mpi = false;
 };
 
 
@@ -192,10 +196,18 @@ struct layer_stats {
 
 /// One pass over one source (a network's clean or noisy activations).
 struct pass {
-  std::string input;
+  std::string network, input;
   std::vector<layer_stats> layers;
-  std::uint64_t rows = 0, fingerprint = 0;  // fingerprint: Σ splitmix64(id), order-free
+  std::uint64_t rows = 0, fingerprint = 0;  // fingerprint: Σ splitmix64(id) mod 2^64, order-free; shards' add up
   nlohmann::json provenance;
+};
+
+/// What the tables are made of: the key (settings and sources, equal in every shard of a run) and
+/// per network its clean pass, and its noisy one when there is one. A run, `shapebias merge` of its
+/// shards and rank 0 of an MPI run all write their tables from this alone.
+struct activation_result {
+  nlohmann::json key;
+  std::vector<pass> clean, noisy;
 };
 
 std::vector<std::string> default_layers(const io::header& h) {
@@ -206,7 +218,7 @@ std::vector<std::string> default_layers(const io::header& h) {
 }
 
 void accumulate(io::batch_source& src, pass& ps, const std::vector<std::string>& names, const tv_options& o,
-                const std::unordered_set<std::int64_t>* ids) {
+                const std::unordered_set<std::int64_t>* ids, const shard& sh) {
   const auto& h = src.header();
   std::vector<std::size_t> idx;
   const stats::tv_params p{o.beta, stats::parse_tv_norm(o.norm)};
@@ -227,7 +239,7 @@ void accumulate(io::batch_source& src, pass& ps, const std::vector<std::string>&
   while (auto b = src.next()) {
     std::vector<std::size_t> keep;
     for (std::size_t r = 0; r < b->rows(); ++r)
-      if (!ids || ids->count(b->ids[r])) keep.push_back(r);
+      if ((!ids || ids->count(b->ids[r])) && sh.contains(b->ids[r])) keep.push_back(r);
     if (keep.empty()) continue;
     std::vector<std::int64_t> kept_ids;
     for (auto r : keep) {
@@ -256,64 +268,93 @@ void accumulate(io::batch_source& src, pass& ps, const std::vector<std::string>&
   }
   ps.provenance = parse_log(src.header().provenance);
   if (ps.rows == 0)
-    throw io_error(quote_name(ps.input) + ": no inputs" + (ids ? " with the ids of --ids" : ""));
+    throw io_error(quote_name(ps.input) + ": no inputs" + (ids ? " with the ids of --ids" : "") +
+                   (sh.whole() ? "" : " in shard " + sh.to_string()));
 }
 
-pass run_pass(const std::string& input, bool noisy_copy, const tv_options& o, const std::unordered_set<std::int64_t>* ids) {
+pass run_pass(const std::string& network, const std::string& input, bool noisy_copy, const tv_options& o,
+              const std::unordered_set<std::int64_t>* ids, const shard& sh) {
   pass ps;
+  ps.network = network;
   if (is_model(input)) {
     ps.input = input + (noisy_copy ? " (noisy)" : "");
     auto d = o.data;
     if (!noisy_copy) d.noise = 0;
     child_stream child(dump_args(input, d, o.common, o.layers));
-    child.consume([&](io::batch_source& src) { accumulate(src, ps, o.layers, o, nullptr); });
+    child.consume([&](io::batch_source& src) { accumulate(src, ps, o.layers, o, nullptr, sh); });
     return ps;
   }
   ps.input = input;
   auto src = open_source(input, static_cast<std::size_t>(o.common.batch_size), false, o.layers);
-  accumulate(*src, ps, o.layers.empty() ? default_layers(src->header()) : o.layers, o, ids);
+  accumulate(*src, ps, o.layers.empty() ? default_layers(src->header()) : o.layers, o, ids, sh);
   return ps;
 }
 
-void run_activations(tv_options o, nlohmann::json rec) {
-  const bool live = is_model(o.inputs[0]);
-  for (const auto& in : o.inputs)
-    if (is_model(in) != live) throw usage_error("give either models (with --data) or activations (stores, streams), not both");
-  if (live && o.data.path.empty()) throw usage_error("models as inputs need --data (the data set to run them on)");
-  if (live && o.layers.empty()) throw usage_error("models as inputs need -l/--layers");
-  if (!live && !o.data.path.empty()) throw usage_error("--data is for models; stores and streams already hold activations");
-  if (!live && (o.data.noise > 0 || o.data.transform != "none" || o.data.resize || o.data.crop || o.data.channels ||
-                o.data.normalize != "none"))
-    throw usage_error("preprocessing options (--noise, --transform, --resize, …) are for models run live on --data");
-  if (!o.noisy.empty() && o.noisy.size() != o.inputs.size())
-    throw usage_error("--noisy needs one input per clean input (" + std::to_string(o.inputs.size()) + "), got " +
-                      std::to_string(o.noisy.size()));
-  if (live && !o.noisy.empty()) throw usage_error("--noisy is for stored activations; with models, --noise SIGMA makes the noisy copies");
-  const bool noisy = live ? o.data.noise > 0 : !o.noisy.empty();
-  // The id list is read once here (it may be a pipe); models run live get a copy in a file.
-  std::optional<std::unordered_set<std::int64_t>> ids;
-  nlohmann::json ids_record = nullptr;
-  std::optional<temp_file> ids_copy;
-  if (!o.data.ids.empty()) {
-    const auto list = read_id_list(o.data.ids, live ? dataset::open(o.data)->size() : std::numeric_limits<std::size_t>::max());
-    ids_record = describe_id_list(o.data.ids, list);
-    std::string text;
-    for (auto v : list) text += std::to_string(v) + "\n";
-    if (live) {
-      ids_copy.emplace(text);
-      o.data.ids = ids_copy->path;
-    } else {
-      ids.emplace(list.begin(), list.end());
+/// The accumulator states (NETWORK/LAYER/{tv,spectrum}_{clean,noisy}) and, as the attribute
+/// "passes", each pass's network, condition, input, rows, id fingerprint and input provenance.
+void save_result(hid_t h5, const activation_result& r, const std::string& file) {
+  nlohmann::json meta = nlohmann::json::array();
+  auto save = [&](const pass& p, const std::string& condition) {
+    meta.push_back({{"network", p.network}, {"condition", condition}, {"input", p.input}, {"rows", p.rows},
+                    {"fingerprint", p.fingerprint}, {"provenance", p.provenance}});
+    for (const auto& l : p.layers) {
+      const std::string g = p.network + "/" + l.name;
+      io::write_state(h5, g + "/tv_" + condition, l.tv->save(), file);
+      if (l.spec) io::write_state(h5, g + "/spectrum_" + condition, l.spec->save(), file);
     }
+  };
+  for (std::size_t k = 0; k < r.clean.size(); ++k) {
+    save(r.clean[k], "clean");
+    if (!r.noisy.empty()) save(r.noisy[k], "noisy");
   }
-  // Each network's clean pass, then its noisy one: memory holds one batch and the accumulators.
-  std::vector<pass> clean, noisy_passes;
-  for (std::size_t k = 0; k < o.inputs.size(); ++k) {
-    clean.push_back(run_pass(o.inputs[k], false, o, ids ? &*ids : nullptr));
-    if (o.layers.empty()) for (const auto& l : clean[0].layers) o.layers.push_back(l.name);
-    if (noisy) noisy_passes.push_back(run_pass(live ? o.inputs[k] : o.noisy[k], live, o, ids ? &*ids : nullptr));
+  io::h5::write_attribute(h5, "passes", meta.dump(), file);
+}
+
+activation_result load_result(hid_t h5, const nlohmann::json& key, const std::string& file) {
+  activation_result r{key, {}, {}};
+  const auto meta = nlohmann::json::parse(io::h5::read_string_attribute(h5, "passes", file));
+  const auto& params = key.at("params");
+  for (const auto& m : meta) {
+    pass p{m.at("network"), m.at("input"), {}, m.at("rows"), m.at("fingerprint"), m.at("provenance")};
+    const std::string cond = m.at("condition");
+    for (const auto& name : params.at("layers")) {
+      const std::string g = p.network + "/" + name.get<std::string>();
+      layer_stats l{name, key.at("shapes").at(name.get<std::string>()), stats::tv_accumulator::load(io::read_state(h5, g + "/tv_" + cond, file)),
+                    std::nullopt};
+      if (params.at("spectrum")) l.spec = stats::spectrum_accumulator::load(io::read_state(h5, g + "/spectrum_" + cond, file));
+      p.layers.push_back(std::move(l));
+    }
+    (cond == "clean" ? r.clean : r.noisy).push_back(std::move(p));
   }
-  if (clean[0].layers.empty()) throw io_error(quote_name(o.inputs[0]) + ": no layer with [C, H, W] maps");
+  return r;
+}
+
+/// Adds shard `b` to `a` (the keys are equal: checked by check_parts).
+void merge_result(activation_result& a, const activation_result& b) {
+  auto merge = [](std::vector<pass>& x, const std::vector<pass>& y) {
+    for (std::size_t k = 0; k < x.size(); ++k) {
+      x[k].rows += y[k].rows;
+      x[k].fingerprint += y[k].fingerprint;
+      for (std::size_t l = 0; l < x[k].layers.size(); ++l) {
+        x[k].layers[l].tv->merge(*y[k].layers[l].tv);
+        if (x[k].layers[l].spec) x[k].layers[l].spec->merge(*y[k].layers[l].spec);
+      }
+    }
+  };
+  merge(a.clean, b.clean);
+  merge(a.noisy, b.noisy);
+}
+
+/// The tables, tv.h5 (states, partial record) and provenance of `r`: to the folder `output`, or
+/// the per-layer table to stdout when `output` is empty.
+void write_activations(activation_result& r, nlohmann::json rec, const partial_info& part, const std::string& output,
+                       bool quiet) {
+  const auto& params = r.key.at("params");
+  const auto names = params.at("names").get<std::vector<std::string>>();
+  const double tau_factor = params.at("tau");
+  const bool noisy = params.at("noisy"), spectrum = params.at("spectrum");
+  auto& clean = r.clean;
+  auto& noisy_passes = r.noisy;
   // The same images everywhere, and the same map shapes per layer.
   auto same = [&](const pass& a, const pass& b) {
     if (a.rows != b.rows || a.fingerprint != b.fingerprint)
@@ -331,7 +372,7 @@ void run_activations(tv_options o, nlohmann::json rec) {
   }
 
   std::optional<output_folder> out;  // without -o, the per-layer table goes to stdout
-  if (!o.output.empty()) out.emplace(o.output);
+  if (!output.empty()) out.emplace(output);
   std::ostringstream layers_csv;
   layers_csv << "network,layer,channels,height,width,images,tv_clean,tv_noisy,tau,flagged,hf_clean,hf_noisy,"
                 "skipped_clean,skipped_noisy\n";
@@ -343,7 +384,7 @@ void run_activations(tv_options o, nlohmann::json rec) {
   io::h5::handle h5;
   if (out)
     h5 = io::h5::handle(io::h5::check(H5Fcreate(h5name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                                      o.output + "/tv.h5", "cannot create"));
+                                      output + "/tv.h5", "cannot create"));
   std::size_t total_flagged = 0;
   for (std::size_t l = 0; l < clean[0].layers.size(); ++l) {
     const auto& name = clean[0].layers[l].name;
@@ -354,7 +395,7 @@ void run_activations(tv_options o, nlohmann::json rec) {
     double mean_s = 0, finite = 0;
     for (std::size_t c = 0; c < C; ++c)
       if (std::isfinite(s0.moments().mean(c))) mean_s += s0.moments().mean(c), finite += 1;
-    const double tau = o.tau * mean_s / finite;
+    const double tau = tau_factor * mean_s / finite;
     struct flag { std::string net; std::size_t c; double clean, noisy; };
     std::vector<flag> flags;
     for (std::size_t k = 0; k < clean.size(); ++k) {
@@ -378,35 +419,28 @@ void run_activations(tv_options o, nlohmann::json rec) {
         hf_n += hn;
         if (flagged) {
           ++nflag;
-          flags.push_back({o.names[k], c, vc, vn});
+          flags.push_back({names[k], c, vc, vn});
         }
-        channels_csv << o.names[k] << "," << name << "," << c << "," << csv_number(vc) << "," << csv_number(std::sqrt(tc.moments().variance(c)))
+        channels_csv << names[k] << "," << name << "," << c << "," << csv_number(vc) << "," << csv_number(std::sqrt(tc.moments().variance(c)))
                      << "," << csv_number(vn) << "," << csv_number(tn ? std::sqrt(tn->moments().variance(c)) : std::nan("")) << ","
                      << csv_number(vn - vc) << "," << (tn ? (flagged ? "1" : "0") : "") << "," << csv_number(hc) << "," << csv_number(hn) << "\n";
         auto profile = [&](const stats::spectrum_accumulator* a, const char* cond) {
           if (!a) return;
           const auto p = a->profile(c);
-          for (std::size_t r = 0; r < p.size(); ++r)
-            spectra_csv << o.names[k] << "," << name << "," << c << "," << cond << "," << r << ","
-                        << csv_number(a->spectrum().ring_frequency(r)) << "," << csv_number(p[r]) << "\n";
+          for (std::size_t i = 0; i < p.size(); ++i)
+            spectra_csv << names[k] << "," << name << "," << c << "," << cond << "," << i << ","
+                        << csv_number(a->spectrum().ring_frequency(i)) << "," << csv_number(p[i]) << "\n";
         };
         profile(sc, "clean");
         profile(sn, "noisy");
       }
       const double Cd = static_cast<double>(C);
       const auto& shp = ls.shape;
-      layers_csv << o.names[k] << "," << name << "," << shp[0] << "," << shp[1] << "," << shp[2] << "," << clean[k].rows << ","
+      layers_csv << names[k] << "," << name << "," << shp[0] << "," << shp[1] << "," << shp[2] << "," << clean[k].rows << ","
                  << csv_number(sum_c / Cd) << "," << csv_number(sum_n / Cd) << "," << csv_number(tau) << "," << (tn ? std::to_string(nflag) : "")
                  << "," << csv_number(hf_c / Cd) << "," << csv_number(hf_n / Cd) << "," << skip_c << "," << (tn ? std::to_string(skip_n) : "")
                  << "\n";
       total_flagged += nflag;
-      if (h5) {
-        const std::string g = o.names[k] + "/" + name;
-        io::write_state(h5.get(), g + "/tv_clean", tc.save(), h5name);
-        if (tn) io::write_state(h5.get(), g + "/tv_noisy", tn->save(), h5name);
-        if (sc) io::write_state(h5.get(), g + "/spectrum_clean", sc->save(), h5name);
-        if (sn) io::write_state(h5.get(), g + "/spectrum_noisy", sn->save(), h5name);
-      }
     }
     std::stable_sort(flags.begin(), flags.end(),
                      [](const flag& a, const flag& b) { return std::abs(a.clean - a.noisy) > std::abs(b.clean - b.noisy); });
@@ -415,43 +449,127 @@ void run_activations(tv_options o, nlohmann::json rec) {
                   << csv_number(std::abs(f.clean - f.noisy)) << "\n";
   }
 
-  rec["params"] = {{"mode", "activations"}, {"beta", o.beta},   {"norm", o.norm},         {"tau", o.tau},
-                   {"spectrum", o.spectrum}, {"cutoff", o.cutoff}, {"nonfinite", o.nonfinite}, {"layers", o.layers},
-                   {"names", std::vector<std::string>(o.names.begin(), o.names.begin() + static_cast<long>(o.inputs.size()))},
-                   {"noisy", noisy},         {"images", clean[0].rows}};
-  if (live) {
-    const auto d = nlohmann::json{{"path", o.data.path}, {"format", o.data.format}, {"split", o.data.split},
-                                  {"channels", o.data.channels}, {"resize", o.data.resize}, {"crop", o.data.crop},
-                                  {"normalize", o.data.normalize}, {"noise", o.data.noise},
-                                  {"noise_seed", o.data.noise_seed}, {"noise_clip", o.data.noise_clip}};
-    rec["params"]["data"] = d;
-  }
-  rec["params"]["ids"] = ids_record;
+  rec["params"] = params;
+  rec["params"]["mode"] = "activations";
+  rec["params"]["images"] = clean[0].rows;
+  rec["params"]["shard"] = part.shard_record();
   nlohmann::json inputs = nlohmann::json::array();
   for (std::size_t k = 0; k < clean.size(); ++k) {
-    inputs.push_back({{"network", o.names[k]}, {"condition", "clean"}, {"input", clean[k].input}, {"provenance", clean[k].provenance}});
+    inputs.push_back({{"network", names[k]}, {"condition", "clean"}, {"input", clean[k].input}, {"provenance", clean[k].provenance}});
     if (noisy)
-      inputs.push_back({{"network", o.names[k]}, {"condition", "noisy"}, {"input", noisy_passes[k].input},
+      inputs.push_back({{"network", names[k]}, {"condition", "noisy"}, {"input", noisy_passes[k].input},
                         {"provenance", noisy_passes[k].provenance}});
   }
   if (!out) {
     std::cout << "# " << rec.dump() << "\n" << layers_csv.str();
     return;
   }
+  save_result(h5.get(), r, h5name);
+  write_partial(h5.get(), part, h5name);
   rec["finished"] = io::utc_now();
-  write_provenance(*out, {{"run", rec}, {"inputs", inputs}}, h5.get(), o.output + "/tv.h5");
+  write_provenance(*out, {{"run", rec}, {"inputs", inputs}}, h5.get(), output + "/tv.h5");
   h5.reset();
   out->write("layers.csv", layers_csv.str());
   out->write("channels.csv", channels_csv.str());
   if (noisy) out->write("flagged.csv", flagged_csv.str());
-  if (o.spectrum) out->write("spectra.csv", spectra_csv.str());
+  if (spectrum) out->write("spectra.csv", spectra_csv.str());
   out->commit();
-  if (!o.common.quiet)
-    std::fprintf(stderr, "tv: %llu images, %zu layers, %zu networks%s; wrote %s\n",
-               static_cast<unsigned long long>(clean[0].rows), clean[0].layers.size(), clean.size(),
-               noisy ? (", " + std::to_string(total_flagged) + " flagged channels").c_str() : "", o.output.c_str());
+  if (!quiet)
+    std::fprintf(stderr, "tv: %llu images, %zu layers, %zu networks%s%s; wrote %s\n",
+                 static_cast<unsigned long long>(clean[0].rows), clean[0].layers.size(), clean.size(),
+                 noisy ? (", " + std::to_string(total_flagged) + " flagged channels").c_str() : "",
+                 part.whole() ? "" : (", shard " + std::to_string(part.shards[0]) + "/" + std::to_string(part.count)).c_str(),
+                 output.c_str());
 }
 
+/// Runs the passes of this process's shard: every input's clean pass, then its noisy one.
+activation_result compute_activations(tv_options o) {
+  const bool live = is_model(o.inputs[0]);
+  for (const auto& in : o.inputs)
+    if (is_model(in) != live) throw usage_error("give either models (with --data) or activations (stores, streams), not both");
+  if (live && o.data.path.empty()) throw usage_error("models as inputs need --data (the data set to run them on)");
+  if (live && o.layers.empty()) throw usage_error("models as inputs need -l/--layers");
+  if (!live && !o.data.path.empty()) throw usage_error("--data is for models; stores and streams already hold activations");
+  if (!live && (o.data.noise > 0 || o.data.transform != "none" || o.data.resize || o.data.crop || o.data.channels ||
+                o.data.normalize != "none"))
+    throw usage_error("preprocessing options (--noise, --transform, --resize, …) are for models run live on --data");
+  if (!o.noisy.empty() && o.noisy.size() != o.inputs.size())
+    throw usage_error("--noisy needs one input per clean input (" + std::to_string(o.inputs.size()) + "), got " +
+                      std::to_string(o.noisy.size()));
+  if (live && !o.noisy.empty()) throw usage_error("--noisy is for stored activations; with models, --noise SIGMA makes the noisy copies");
+  const bool noisy = live ? o.data.noise > 0 : !o.noisy.empty();
+  const auto sh = shard::parse(o.data.shard);
+  // The id list is read once here (it may be a pipe); models run live get a copy in a file.
+  std::optional<std::unordered_set<std::int64_t>> ids;
+  nlohmann::json ids_record = nullptr;
+  std::optional<temp_file> ids_copy;
+  if (!o.data.ids.empty()) {
+    const auto list = read_id_list(o.data.ids, live ? dataset::open(o.data)->size() : std::numeric_limits<std::size_t>::max());
+    ids_record = describe_id_list(o.data.ids, list);
+    std::string text;
+    for (auto v : list) text += std::to_string(v) + "\n";
+    if (live) {
+      ids_copy.emplace(text);
+      o.data.ids = ids_copy->path;
+    } else {
+      ids.emplace(list.begin(), list.end());
+    }
+  }
+  // Each network's clean pass, then its noisy one: memory holds one batch and the accumulators.
+  activation_result r;
+  for (std::size_t k = 0; k < o.inputs.size(); ++k) {
+    r.clean.push_back(run_pass(o.names[k], o.inputs[k], false, o, ids ? &*ids : nullptr, sh));
+    if (o.layers.empty()) for (const auto& l : r.clean[0].layers) o.layers.push_back(l.name);
+    if (noisy) r.noisy.push_back(run_pass(o.names[k], live ? o.inputs[k] : o.noisy[k], live, o, ids ? &*ids : nullptr, sh));
+  }
+  if (r.clean[0].layers.empty()) throw io_error(quote_name(o.inputs[0]) + ": no layer with [C, H, W] maps");
+
+  nlohmann::json params = {{"beta", o.beta},       {"norm", o.norm},           {"tau", o.tau},
+                           {"spectrum", o.spectrum}, {"cutoff", o.cutoff},       {"nonfinite", o.nonfinite},
+                           {"layers", o.layers},   {"noisy", noisy},           {"ids", ids_record},
+                           {"names", std::vector<std::string>(o.names.begin(), o.names.begin() + static_cast<long>(o.inputs.size()))}};
+  if (live)
+    params["data"] = {{"path", o.data.path},         {"format", o.data.format},     {"split", o.data.split},
+                      {"channels", o.data.channels}, {"resize", o.data.resize},     {"crop", o.data.crop},
+                      {"normalize", o.data.normalize}, {"noise", o.data.noise},     {"noise_seed", o.data.noise_seed},
+                      {"noise_clip", o.data.noise_clip}};
+  nlohmann::json sources = nlohmann::json::array(), shapes = nlohmann::json::object();
+  for (std::size_t k = 0; k < r.clean.size(); ++k) {
+    sources.push_back(source_identity(r.clean[k].provenance));
+    if (noisy) sources.push_back(source_identity(r.noisy[k].provenance));
+  }
+  for (const auto& l : r.clean[0].layers) shapes[l.name] = l.shape;
+  r.key = {{"params", params}, {"sources", sources}, {"shapes", shapes}};
+  return r;
+}
+
+void run_activations(const tv_options& o, nlohmann::json rec, mpi_session* mpi) {
+  if (!mpi) {
+    auto r = compute_activations(o);
+    write_activations(r, rec, partial_info::of("tv", shard::parse(o.data.shard), r.key), o.output, o.common.quiet);
+    return;
+  }
+  const auto images = mpi->gather([&] {
+    const auto r = compute_activations(o);
+    auto h5 = create_memory_file("tv.h5");
+    save_result(h5.get(), r, "tv.h5");
+    write_partial(h5.get(), partial_info::of("tv", shard::parse(o.data.shard), r.key), "tv.h5");
+    io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), "tv.h5");
+    return file_image(h5.get(), "tv.h5");
+  });
+  if (mpi->root()) merge_images(images, mpi_step(*mpi), o.output, o.common.quiet);
+}
+
+}  // namespace
+
+void merge_tv(const std::vector<merge_part>& parts, const partial_info& whole, nlohmann::json rec, const std::string& output,
+              bool quiet) {
+  auto r = load_result(parts[0].file.get(), whole.key, parts[0].name);
+  for (std::size_t i = 1; i < parts.size(); ++i) merge_result(r, load_result(parts[i].file.get(), whole.key, parts[i].name));
+  write_activations(r, std::move(rec), whole, output, quiet);
+}
+
+namespace {
 }  // namespace
 
 int run_tv(std::span<char*> args) {
@@ -500,16 +618,23 @@ int run_tv(std::span<char*> args) {
                  "Output folder (CSV tables, tv.h5 with the accumulator states, provenance.json); "
                  "without it the per-layer table goes to stdout")
       ->group("Output");
+  add_shard_options(app, o.data.shard, o.mpi);
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
   check_names(o.names, o.inputs.size(), "inputs");
   auto rec = start_record("tv", args);
   if (o.weights) {
-    if (!o.noisy.empty() || !o.data.path.empty()) throw usage_error("--weights takes models only (no --noisy, no --data)");
+    if (!o.noisy.empty() || !o.data.path.empty() || !o.data.shard.empty() || o.mpi)
+      throw usage_error("--weights takes models only (no --noisy, --data, --shard or --mpi)");
     run_filters(o, rec);
-  } else {
-    run_activations(o, rec);
+    return 0;
   }
+  std::optional<mpi_session> mpi;
+  if (o.mpi) {
+    mpi.emplace();
+    o.data.shard = mpi->shard();
+  }
+  run_activations(o, rec, mpi ? &*mpi : nullptr);
   return 0;
 }
 

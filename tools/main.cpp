@@ -17,6 +17,7 @@ int run_dissect(std::span<char*> args);
 int run_diversity(std::span<char*> args);
 int run_dump(std::span<char*> args);
 int run_layers(std::span<char*> args);
+int run_merge(std::span<char*> args);
 int run_report(std::span<char*> args);
 int run_train(std::span<char*> args);
 int run_tv(std::span<char*> args);
@@ -48,6 +49,8 @@ const verb verbs[] = {
     {"eval", "Accuracy on a data set and its variants on the CL set, cue-conflict shape bias, ImageNet-C mCE",
      shapebias::tools::run_eval},
     {"layers", "List a model's tappable layers with their output shapes", shapebias::tools::run_layers},
+    {"merge", "Combine the outputs of a run's shards (--shard K/N) into the output of the whole run",
+     shapebias::tools::run_merge},
     {"report", "An HTML report of a results folder: charts S vs R, image grids, adversarial examples, provenance",
      shapebias::tools::run_report},
     {"train", "Train a model, standard or PGD-adversarial, and save it as TorchScript", shapebias::tools::run_train},
@@ -75,6 +78,8 @@ void usage(std::FILE* out) {
 int dispatch(const verb& v, std::span<char*> args) {
   try {
     return v.run(args);
+  } catch (const shapebias::tools::silent_failure&) {
+    return 1;
   } catch (const shapebias::tools::usage_error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "shapebias %s: %s\n", v.name, e.what());

@@ -18,6 +18,12 @@ struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A failure reported by another process (rank 0 of an MPI run): main() exits with status 1 and
+/// prints nothing, so that a run reports each failure once.
+struct silent_failure : std::runtime_error {
+  silent_failure() : std::runtime_error("a failure reported by another rank") {}
+};
+
 /// Options every model-running verb shares (STYLE.md §4).
 struct common_options {
   int threads = 0;  // 0: one per core (see resolved_threads)

@@ -2,6 +2,7 @@
 // The data-set and preprocessing options shared by every verb that reads images.
 #pragma once
 
+#include "common/dataset.hpp"
 #include "common/plugin.hpp"
 
 namespace shapebias::tools {
@@ -50,6 +51,28 @@ inline void add_data_options(CLI::App& app, data_options& d, bool selection = fa
   app.add_option("--transform", d.transform, transform_help)->group("Preprocessing")->capture_default_str();
   app.add_option("--transform-seed", d.transform_seed, "Seed of random transforms (scramble), per input id")
       ->group("Preprocessing")->capture_default_str();
+}
+
+/// --shard K/N and --mpi: the options of the verbs whose partial results `shapebias merge` combines
+/// (dump, attack, eval, tv, dissect, diversity). The shard is applied where inputs are selected
+/// (select_inputs for data sets, shard::contains for the rows of stores and streams).
+inline void add_shard_options(CLI::App& app, std::string& shard, bool& mpi) {
+  app.add_option("--shard", shard, "Process only shard K of N (0 <= K < N): the inputs whose id mod N is K, after --ids "
+                                   "and --limit. Write each shard to its own output; 'shapebias merge' combines them")
+      ->check(CLI::Validator(
+          [](std::string& s) {
+            try {
+              shard::parse(s);
+              return std::string();
+            } catch (const usage_error& e) {
+              return std::string(e.what()).substr(std::string(e.what()).find(": ") + 2);
+            }
+          },
+          "K/N"))
+      ->group("Scale-out");
+  app.add_flag("--mpi", mpi, "Under mpirun or srun: rank R of P processes shard R/P, and rank 0 merges the results and "
+                             "writes the output (needs a shapebias built with MPI)")
+      ->excludes("--shard")->group("Scale-out");
 }
 
 }  // namespace shapebias::tools

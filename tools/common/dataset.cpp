@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <csetjmp>
 #include <cstdio>
@@ -517,6 +518,46 @@ std::vector<std::uint64_t> read_id_list(const std::string& path, std::size_t siz
   }
   if (ids.empty()) throw io_error(quote_name(path) + ": the id list is empty");
   return ids;
+}
+
+shard shard::parse(const std::string& text) {
+  if (text.empty()) return {};
+  const auto slash = text.find('/');
+  shard s;
+  auto number = [&](const std::string& t, std::uint64_t& v) {
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    return !t.empty() && ec == std::errc() && end == t.data() + t.size();
+  };
+  if (slash == std::string::npos || !number(text.substr(0, slash), s.index) || !number(text.substr(slash + 1), s.count) ||
+      s.count == 0 || s.index >= s.count)
+    throw usage_error("--shard '" + text + "': expected K/N with 0 <= K < N (shard K of N, counted from 0)");
+  return s;
+}
+
+nlohmann::json shard::to_json() const {
+  if (whole()) return nullptr;
+  return {{"index", index}, {"count", count}, {"rule", "input id mod count = index"}};
+}
+
+input_selection select_inputs(const data_options& d, std::size_t size, std::uint64_t limit) {
+  input_selection s;
+  if (d.ids.empty()) {
+    s.ids.resize(limit ? std::min<std::uint64_t>(limit, size) : size);
+    for (std::size_t i = 0; i < s.ids.size(); ++i) s.ids[i] = i;
+  } else {
+    s.ids = read_id_list(d.ids, size);
+    s.id_list = describe_id_list(d.ids, s.ids);
+    if (limit && limit < s.ids.size()) s.ids.resize(limit);
+  }
+  const auto sh = shard::parse(d.shard);
+  s.shard = sh.to_json();
+  if (!sh.whole()) {
+    std::erase_if(s.ids, [&](std::uint64_t id) { return !sh.contains(static_cast<std::int64_t>(id)); });
+    if (s.ids.empty())
+      throw io_error(quote_name(d.path) + ": shard " + sh.to_string() + " holds none of the selected inputs (ids mod " +
+                     std::to_string(sh.count) + " = " + std::to_string(sh.index) + "); use fewer shards");
+  }
+  return s;
 }
 
 preprocessing resolve_preprocessing(const data_options& o, int native_channels) {

@@ -81,6 +81,33 @@ std::vector<std::uint64_t> read_id_list(const std::string& path, std::size_t siz
 /// sha256 of the ids as read (one per line), so that a pipe given as the file is described too.
 nlohmann::json describe_id_list(const std::string& path, const std::vector<std::uint64_t>& ids);
 
+/// A shard of a run's inputs (--shard K/N): those whose input id mod N is K. By id, not by position,
+/// so an input falls in the same shard whether it comes from a data set, a store or a stream, in any
+/// order, at any batch size or thread count; the N shards cover every input exactly once, and with
+/// consecutive ids (a data set, --limit) their sizes differ by at most one.
+struct shard {
+  std::uint64_t index = 0, count = 1;
+  /// "K/N" with 0 <= K < N; "" is the whole (0/1). Throws usage_error naming --shard.
+  static shard parse(const std::string& text);
+  bool contains(std::int64_t id) const { return static_cast<std::uint64_t>(id) % count == index; }
+  bool whole() const { return count == 1; }
+  std::string to_string() const { return std::to_string(index) + "/" + std::to_string(count); }
+  /// For provenance: null for the whole, else {"index", "count", "rule"}.
+  nlohmann::json to_json() const;
+};
+
+/// The inputs a run reads from a data set of `size` inputs, in order: the --ids list (or every
+/// input), its first `limit` (0: all), then those in the --shard. The shard comes last so that the
+/// shards of a run together hold exactly the inputs of the same run unsharded.
+struct input_selection {
+  std::vector<std::uint64_t> ids;
+  nlohmann::json id_list;  // describe_id_list of --ids (null without)
+  nlohmann::json shard;    // shard::to_json
+};
+
+/// Throws io_error (as read_id_list) for a bad id list, and when the shard selects no input.
+input_selection select_inputs(const data_options& d, std::size_t size, std::uint64_t limit = 0);
+
 /// A data set of labelled images, read one image at a time (thread-safe).
 class dataset {
  public:

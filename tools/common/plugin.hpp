@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/attack_params.hpp"
@@ -24,6 +26,7 @@ struct data_options {
   int crop = 0;                 // centre crop, 0: none
   std::string normalize = "none";
   std::string ids;              // a file of input ids to use, in its order (empty: all)
+  std::string shard;            // K/N: only the inputs whose id mod N is K (empty: all; see dataset.hpp)
   double noise = 0;             // Gaussian noise sigma added in [0,1] space (0: none)
   std::uint64_t noise_seed = 0;
   bool noise_clip = true;       // clip noisy images to [0,1]
@@ -115,5 +118,11 @@ struct plugin_api {
 /// Loads the plugin once (beside the executable, or in LIBDIR/shapebias when installed).
 /// Throws std::runtime_error naming the paths tried.
 const plugin_api& plugin();
+
+/// dlopen()s the plugin `file` (e.g. "libshapebias_mpi.so") from beside the executable or from
+/// LIBDIR/shapebias: its handle and path, or nullopt (with the paths appended to `tried`) when it
+/// is in neither. Throws std::runtime_error with dlerror() when it is there but does not load.
+std::optional<std::pair<void*, std::string>> open_plugin(const std::string& file, const std::string& what, int flags,
+                                                         std::string& tried);
 
 }  // namespace shapebias::tools

@@ -210,8 +210,9 @@ void run_attack_plugin(const attack_options& o) {
   auto unit_pre = pre;
   std::fill(unit_pre.mean.begin(), unit_pre.mean.end(), 0.f);
   std::fill(unit_pre.std.begin(), unit_pre.std.end(), 1.f);
-  image_batches images(*data, unit_pre, o.data.ids.empty() ? std::vector<std::uint64_t>{} : read_id_list(o.data.ids, data->size()));
-  const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, images.size()) : images.size();
+  auto selected = select_inputs(o.data, data->size(), o.limit);
+  image_batches images(*data, unit_pre, std::move(selected.ids));
+  const std::uint64_t n = images.size();
   const auto c = static_cast<int64_t>(pre.mean.size());
   const auto mean = torch::tensor(pre.mean).view({c, 1, 1}).to(model.device());
   const auto std = torch::tensor(pre.std).view({c, 1, 1}).to(model.device());
@@ -303,7 +304,8 @@ void run_attack_plugin(const attack_options& o) {
   add_run_context(rec, o.common.device, o.model, data->describe());
   rec["seeds"] = {{"attack", p.seed}, {"scheme", "splitmix64(seed, input id, stream) per input; stream 0 target, 1+k start of attempt k"}};
   rec["params"] = {{"attack", p.to_json()},  {"layers", o.layers}, {"batch_size", o.common.batch_size},
-                   {"threads", resolved_threads(o.common.threads)}, {"limit", o.limit}, {"rows", n}, {"ids", describe_id_list(o.data.ids, images.subset())},
+                   {"threads", resolved_threads(o.common.threads)}, {"limit", o.limit}, {"rows", n}, {"ids", selected.id_list},
+                   {"shard", selected.shard},
                    {"preprocessing", pre.to_json()}};
   hdr.provenance.push_back(rec.dump());
   io::store_options sopt;

@@ -235,8 +235,9 @@ void run_dump_plugin(const dump_options& o) {
   auto taps = o.layers;
   taps.push_back("logits");  // always computed: its width bounds the labels
   model.select(taps);
-  image_batches images(*data, pre, o.data.ids.empty() ? std::vector<std::uint64_t>{} : read_id_list(o.data.ids, data->size()));
-  const std::uint64_t n = o.limit ? std::min<std::uint64_t>(o.limit, images.size()) : images.size();
+  auto selected = select_inputs(o.data, data->size(), o.limit);
+  image_batches images(*data, pre, std::move(selected.ids));
+  const std::uint64_t n = images.size();
 
   // Each tap's shape per input, from the first input; every later batch is checked against it.
   std::vector<std::vector<int64_t>> tap_shapes;
@@ -282,7 +283,7 @@ void run_dump_plugin(const dump_options& o) {
   rec["params"] = {{"layers", o.layers},     {"batch_size", o.common.batch_size}, {"threads", resolved_threads(o.common.threads)},
                    {"limit", o.limit},       {"rows", n},                         {"preprocessing", pre.to_json()},
                    {"deflate", o.deflate},   {"resume", o.resume},
-                   {"ids", describe_id_list(o.data.ids, images.subset())}};
+                   {"ids", selected.id_list},  {"shard", selected.shard}};
   rec["params"]["ablate"] = nlohmann::json::array();
   for (const auto& a : ablations)
     rec["params"]["ablate"].push_back({{"layer", a.layer}, {"mode", a.keep ? "keep" : "zero"}, {"channels", a.channels}});
@@ -291,7 +292,7 @@ void run_dump_plugin(const dump_options& o) {
   sopt.batch_rows = o.common.batch_size;
   sopt.resume_key = sha256_text(
       nlohmann::json{rec["model"]["sha256"], rec["inputs"], pre.to_json(), o.layers, rec["params"]["ids"],
-                     rec["params"]["ablate"]}.dump());
+                     rec["params"]["ablate"], rec["params"]["shard"]}.dump());
   hdr.provenance.push_back(rec.dump());
 
   std::uint64_t start = 0;
