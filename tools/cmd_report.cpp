@@ -248,13 +248,14 @@ void overview(context& c, const json& demo) {
       h += "</table>\n";
     }
     if (p.contains("steps") && p["steps"].is_array()) {
-      h += "<table class=\"small\"><tr><th>step</th><th>seconds</th><th>command</th></tr>";
+      h += "<details><summary>Steps, timings and commands</summary><table class=\"small\"><tr><th>step</th><th>seconds</th>"
+           "<th>command</th></tr>";
       for (const auto& s : p["steps"])
         h += "<tr><td>" + esc(s.value("step", std::string())) + "</td><td>" +
              (s.contains("seconds") ? num(s["seconds"].get<double>(), "%.1f") : "skipped") + "</td><td><code>" +
              esc(s.contains("command") ? s.value("command", std::string()) : s.value("skipped", std::string())) +
              "</code></td></tr>";
-      h += "</table>\n";
+      h += "</table></details>\n";
     }
     c.pg.html(h);
   }
@@ -295,10 +296,11 @@ void training(context& c) {
                {"height", 220},
                {"mark", {{"type", "line"}, {"point", true}, {"tooltip", true}}},
                {"encoding",
-                {{"x", {{"field", "epoch"}, {"type", "quantitative"}, {"axis", {{"tickMinStep", 1}}}}},
+                {{"x", {{"field", "epoch"}, {"type", "quantitative"}, {"axis", {{"tickMinStep", 1}, {"format", "d"}}}}},
                  {"y", {{"field", "accuracy"}, {"type", "quantitative"}, {"scale", {{"domain", {0, 1}}}}}},
                  {"color", network_color(nets)},
-                 {"strokeDash", {{"field", "measure"}, {"type", "nominal"}}}}}};
+                 {"strokeDash", {{"field", "measure"}, {"type", "nominal"}}},
+                 {"shape", {{"field", "measure"}, {"type", "nominal"}}}}}};
   c.pg.chart("training", spec, "Held-out accuracy per epoch (<code>models/*/log.csv</code>): solid clean, dashed under PGD.");
   c.pg.provenance(prov);
   c.pg.end_section();
@@ -404,6 +406,7 @@ void smoothness(context& c) {
                "Total variation (TV, the sum of absolute differences between neighbouring values) of the convolution "
                "filters, and of each channel's activation maps on clean and on noisy copies of the same images.");
   // Filters.
+  c.pg.html("<h3>Filters</h3>");
   if (c.present("tv-filters", "filter TV", "shapebias tv --weights S.pt R.pt -o tv-filters")) {
     const json prov = read_json(c.file("tv-filters/provenance.json"));
     const results_table t(c.file("tv-filters/filters.csv"));
@@ -444,13 +447,14 @@ void smoothness(context& c) {
                "power above the cut-off frequency (<code>tv-filters/filters.csv</code>). Lower is smoother.");
     if (nets.size() >= 2)
       c.claims.push_back({sec, "R's filters are smoother than S's (lower mean filter TV, channel-weighted over layers)",
-                          nets[0] + " " + num(network_tv[nets[0]]) + ", " + nets[1] + " " + num(network_tv[nets[1]]),
+                          nets[0] + " " + num(network_tv[nets[0]], "%.4g") + ", " + nets[1] + " " + num(network_tv[nets[1]], "%.4g"),
                           verdict(network_tv[nets[0]], network_tv[nets[1]], false)});
     c.pg.provenance({{"filter TV", prov}});
   } else {
     c.not_measured(sec, "R's filters are smoother than S's (lower mean filter TV)");
   }
   // Activation maps, clean vs noisy.
+  c.pg.html("<h3>Activation maps, clean vs noisy</h3>");
   if (c.present("tv", "activation TV, clean vs noisy", "shapebias tv S.pt R.pt --data DATA --noise 0.1 -l LAYERS -o tv")) {
     const json prov = read_json(c.file("tv/provenance.json"));
     const results_table ch(c.file("tv/channels.csv")), ly(c.file("tv/layers.csv"));
@@ -636,7 +640,8 @@ void diversity(context& c) {
     dead_text += (dead_text.empty() ? "" : ", ") + esc(n) + " " + num(dead[n].first, "%.0f") + " of " + num(dead[n].second, "%.0f");
   c.pg.chart("diversity", spec,
              "Per-unit distributions over the live units of each layer (<code>diversity/units.csv</code>); dead units "
-             "(never active): " + dead_text + ". Lower values mean fewer kinds of input.");
+             "(never active): " + dead_text + ". Lower distinct labels, entropy, distance and facets mean fewer kinds of input; "
+             "fraction_above is the share of inputs whose maximum exceeds the unit's threshold (lower: sparser).");
   if (nets.size() >= 2) {
     auto mean = [&](const std::string& n) { return entropy[n].second ? entropy[n].first / entropy[n].second : std::nan(""); };
     c.claims.push_back({sec, "R's units respond to fewer types of inputs: lower top-K label entropy (paper metric unconfirmed)",
@@ -717,7 +722,7 @@ void robustness(context& c) {
                {"layer",
                 {{{"mark", {{"type", "line"}, {"point", true}, {"tooltip", true}}},
                   {"encoding",
-                   {{"x", {{"field", "eps"}, {"type", "quantitative"}, {"title", "ε (L∞)"}}},
+                   {{"x", {{"field", "eps"}, {"type", "quantitative"}, {"title", "ε (L∞)"}, {"scale", {{"zero", true}}}}},
                     {"y", {{"field", "robust_accuracy"}, {"type", "quantitative"}, {"title", "accuracy"}, {"scale", {{"domain", {0, 1}}}}}},
                     {"color", color}}}},
                  {{"mark", {{"type", "rule"}, {"strokeDash", {4, 4}}}},
@@ -765,10 +770,10 @@ void robustness(context& c) {
     // The clean images come from the data set the attack read, when no resizing, cropping, noise or
     // transform was applied to them (the report does not resize images).
     std::unique_ptr<dataset> images;
-    const auto& p = rec.value("params", json::object()).value("preprocessing", json::object());
-    const auto& in = rec.value("inputs", json::object());
-    const bool plain = p.value("resize", 0) == 0 && p.value("crop", 0) == 0 && p.value("noise", 0.0) == 0 &&
-                       p.value("transform", json::object()).value("kind", std::string("none")) == "none";
+    const json p = rec.value("params", json::object()).value("preprocessing", json::object());
+    const json in = rec.contains("inputs") && rec["inputs"].is_array() && !rec["inputs"].empty() ? rec["inputs"][0] : json::object();
+    const bool plain = p.value("resize_shorter", 0) == 0 && p.value("center_crop", 0) == 0 && p.value("noise", json()).is_null() &&
+                       p.value("transform", json()).is_null();
     if (plain && in.contains("path")) {
       data_options d;
       d.path = in.value("path", std::string());
@@ -800,7 +805,8 @@ void robustness(context& c) {
         }
       }
       const int clean_pred = static_cast<int>(b.data[1].data()[i]), adv_pred = static_cast<int>(b.data[2].data()[i]);
-      h += "<td class=\"" + std::string(adv_pred == b.labels[i] ? "held" : "fooled") + "\">" + clean_html + "<img src=\"" +
+      const char* cls = clean_pred != b.labels[i] ? "wrong" : adv_pred == b.labels[i] ? "held" : "fooled";
+      h += "<td class=\"" + std::string(cls) + "\">" + clean_html + "<img src=\"" +
            adv_png + "\" alt=\"adversarial input " + std::to_string(b.ids[i]) + "\" title=\"adversarial\"><br>input " +
            std::to_string(b.ids[i]) + ", label " + std::to_string(b.labels[i]) + ": " + std::to_string(clean_pred) + " → " +
            std::to_string(adv_pred) + "</td>";
@@ -812,7 +818,7 @@ void robustness(context& c) {
     std::string note;
     for (const auto& x : notes) note += " " + esc(x) + ".";
     c.pg.html(h + "</table>\n<p class=\"note\">Each cell: the clean image, then the adversarial one; the input's label, and "
-                  "the predicted class before → after the attack (red: fooled)." + note + "</p>");
+                  "the predicted class before → after the attack (red: fooled by the attack; grey: already wrong on the clean image)." + note + "</p>");
   } else {
     c.pg.absent("adversarial examples", "no attack stores listed in attack/provenance.json were found");
   }
@@ -850,7 +856,7 @@ details.provenance { font-size: 13px; margin: 10px 0 18px; } details code { word
 .unit-title { font-weight: 600; font-size: 13px; } figure.grid { display: inline-block; margin: 4px 8px 4px 0; }
 figure.grid img { width: 160px; image-rendering: pixelated; }
 table.examples td { font-size: 12px; text-align: center; } table.examples img { width: 56px; image-rendering: pixelated; margin: 1px; }
-td.fooled { color: #b22; } .note { font-size: 13px; color: #555; }
+td.fooled { color: #b22; } td.wrong { color: #999; } .note { font-size: 13px; color: #555; }
 )";
 
 constexpr const char* embed_script = R"(
