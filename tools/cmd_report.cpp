@@ -299,9 +299,11 @@ void training(context& c) {
                 {{"x", {{"field", "epoch"}, {"type", "quantitative"}, {"axis", {{"tickMinStep", 1}, {"format", "d"}}}}},
                  {"y", {{"field", "accuracy"}, {"type", "quantitative"}, {"scale", {{"domain", {0, 1}}}}}},
                  {"color", network_color(nets)},
-                 {"strokeDash", {{"field", "measure"}, {"type", "nominal"}}},
+                 {"strokeDash", {{"field", "measure"}, {"type", "nominal"}, {"legend", nullptr}}},
                  {"shape", {{"field", "measure"}, {"type", "nominal"}}}}}};
-  c.pg.chart("training", spec, "Held-out accuracy per epoch (<code>models/*/log.csv</code>): solid clean, dashed under PGD.");
+  c.pg.chart("training", spec,
+             "Held-out accuracy per epoch (<code>models/*/log.csv</code>): clean (circles, solid) and under PGD "
+             "(squares, dashed).");
   c.pg.provenance(prov);
   c.pg.end_section();
 }
