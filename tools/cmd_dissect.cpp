@@ -429,7 +429,7 @@ void save_networks(hid_t h5, const std::string& shown, const std::vector<network
       r.kind = "dissection";
       const std::size_t U = l.shape[0];
       xt::xarray<double> th = xt::zeros<double>({U}), bl = th, bi = th, dead = th;
-      for (std::size_t u = 0; u < U; ++u) th(u) = l.thresholds[u];
+      for (std::size_t u = 0; u < l.thresholds.size(); ++u) th(u) = l.thresholds[u];
       r.arrays = {{"threshold", th}};
       if (tallied) {
         for (std::size_t u = 0; u < U; ++u) {
@@ -440,7 +440,7 @@ void save_networks(hid_t h5, const std::string& shown, const std::vector<network
         r.arrays.insert({{"iou", l.tally->iou_matrix()}, {"best_label", bl}, {"best_iou", bi}, {"dead", dead}});
         io::write_state(h5, g + "/tally", l.tally->save(), shown);
       }
-      io::write_state(h5, g + "/result", r, shown);
+      if (!l.thresholds.empty()) io::write_state(h5, g + "/result", r, shown);  // a shard's pass 1 has none
       io::write_state(h5, g + "/quantile", l.exact ? l.exact->save() : l.sketch->save(), shown);
     }
   }
@@ -766,6 +766,7 @@ void merge_dissect(const std::vector<merge_part>& parts, const partial_info& who
   for (std::size_t i = 1; i < parts.size(); ++i)
     merge_networks(nets, load_networks(parts[i].file.get(), parts[i].name, whole.key, o, tallied));
   if (!tallied) {
+    for (auto& n : nets) set_thresholds(n, o);
     write_thresholds(nets, ps, whole, rec, output, quiet);
     return;
   }

@@ -17,6 +17,7 @@
 #include <optional>
 #include <random>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -26,10 +27,12 @@
 #include "common/data_cli.hpp"
 #include "common/dataset.hpp"
 #include "common/endpoints.hpp"
+#include "common/merge.hpp"
 #include "common/output_folder.hpp"
 #include "common/provenance.hpp"
 #include "common/rng.hpp"
 #include "shapebias/io/provenance.hpp"
+#include "shapebias/io/state.hpp"
 #include "shapebias/stats/accuracy.hpp"
 #include "shapebias/stats/corruption.hpp"
 #include "shapebias/stats/shape_bias.hpp"
@@ -223,7 +226,9 @@ stimuli read_stimuli(const std::string& dir, const stats::coarse_mapping& m, con
 /// The number of channels (axis 1) of `layer`'s output in `model`, from one input of `d` through a
 /// child dump.
 std::int64_t layer_channels(const std::string& model, const data_options& d, const common_options& c, const std::string& layer) {
-  auto args = dump_args(model, d, c, {layer});
+  auto whole = d;
+  whole.shard.clear();  // the first input of the data set, whichever shard runs
+  auto args = dump_args(model, whole, c, {layer});
   args.insert(args.end(), {"--limit", "1"});
   std::int64_t channels = 0;
   child_stream child(args);
@@ -330,6 +335,481 @@ std::vector<ablation> resolve_ablations(const eval_options& o, std::size_t m) {
   return out;
 }
 
+namespace {
+
+/// A variant of --variant NAME=SPEC.
+struct variant {
+  std::string name, spec;
+};
+
+/// Everything eval decides before it runs a model: the options, the variants and the ablations
+/// resolved per model.
+struct eval_plan {
+  eval_options o;
+  std::vector<variant> variants;
+  std::vector<std::vector<std::string>> ablate;  // per model: dump --ablate specs
+  nlohmann::json ablate_record = nlohmann::json::array();
+  std::string ablation_csv;
+};
+
+/// What eval's tables are made of: the key (settings and data, equal in every shard of a run), the
+/// accuracy of every model on every table row, the CL set, and the cue-conflict and ImageNet-C
+/// results. A run, `shapebias merge` of its shards and rank 0 of an MPI run all write the tables
+/// from this alone.
+struct eval_result {
+  nlohmann::json key;
+  std::vector<std::string> rows;  // accuracy.csv's rows, in order
+  std::map<std::string, std::vector<stats::topk_accuracy>> acc;  // per row, per model
+  std::vector<std::int64_t> cl;
+  std::vector<stats::shape_bias_accumulator> bias;             // per model, with --cue-conflict
+  std::vector<std::map<std::int64_t, std::string>> decisions;   // per model: stimulus id → CSV row
+  std::vector<std::map<std::pair<std::string, int>, stats::topk_accuracy>> corrupted;  // per model, --imagenet-c
+};
+
+stats::corruption_table read_baseline(const std::string& path) {
+  stats::corruption_table baseline;
+  std::ifstream in(path);
+  if (!in) throw io_error(quote_name(path) + ": cannot open: " + std::strerror(errno));
+  std::string line;
+  for (std::size_t no = 1; std::getline(in, line); ++no) {
+    if (line.empty() || line[0] == '#' || line.rfind("corruption,", 0) == 0) continue;
+    std::stringstream ss(line);
+    std::string c, sv, a;
+    std::getline(ss, c, ',');
+    std::getline(ss, sv, ',');
+    std::getline(ss, a, ',');
+    try {
+      std::size_t u1 = 0, u2 = 0;
+      const int sev = std::stoi(sv, &u1);
+      const double acc = std::stod(a, &u2);
+      if (u1 != sv.size() || u2 != a.size() || c.empty()) throw std::invalid_argument("");
+      baseline.accuracy[c][sev] = acc;
+    } catch (const std::exception&) {
+      throw io_error(quote_name(path) + " line " + std::to_string(no) + ": expected corruption,severity,accuracy");
+    }
+  }
+  return baseline;
+}
+
+/// Runs every model on every input of this process's shard: the clean set (its CL set), the
+/// variants on the CL set, the cue-conflict stimuli and the ImageNet-C sets. Per-image stores and
+/// list files go to `out`.
+eval_result evaluate_all(const eval_plan& p, const output_folder& out, const nlohmann::json& rec) {
+  const auto& o = p.o;
+  const auto& ablate = p.ablate;
+  eval_result res;
+  auto store = [&](const std::string& variant, std::size_t m) {
+    return out.path("stores/" + variant + "-" + o.names[m] + ".h5");
+  };
+  nlohmann::json model_records = nlohmann::json::array();
+  for (std::size_t m = 0; m < o.models.size(); ++m)
+    model_records.push_back({{"name", o.names[m]}, {"path", o.models[m]}, {"sha256", sha256_file(o.models[m])}});
+  // The provenance record of one model's pass: this command, the model and what it ran on.
+  auto step = [&](const std::string& what, std::size_t m) {
+    auto r = rec;
+    r["params"] = {{"evaluation", what}, {"model", model_records[m]}, {"k", o.k}};
+    if (what != "all" && !ablate[m].empty()) r["params"]["ablate"] = ablate[m];
+    return r;
+  };
+  // The clean data set's preprocessing applied to other images (stimuli, corruption sets).
+  auto plain = [&](const std::string& path, const char* format) {
+    auto d = o.data;
+    d.path = path;
+    d.format = format;
+    d.ids.clear();
+    d.transform = "none";
+    d.noise = 0;
+    return d;
+  };
+
+  // 1. Clean accuracy, and the CL set: the inputs every model gets right (top-1).
+  std::vector<run> clean;
+  for (std::size_t m = 0; m < o.models.size(); ++m)
+    clean.push_back(evaluate(o.models[m], o.data, o, store("all", m), step("all", m)));
+  std::vector<std::vector<std::int64_t>> correct;
+  for (const auto& r : clean) correct.push_back(r.correct_ids);
+  res.cl = stats::intersect_correct(correct);
+  {
+    std::string text;
+    for (auto id : res.cl) text += std::to_string(id) + "\n";
+    out.write("cl_ids.txt", text);  // the variants' --ids; write_eval rewrites it with its header
+  }
+  if (!o.common.quiet)
+    std::fprintf(stderr, "eval: clean top-1 %s; CL set %zu of %llu inputs\n",
+               [&] {
+                 std::string s;
+                 for (std::size_t m = 0; m < clean.size(); ++m)
+                   s += (m ? ", " : "") + o.names[m] + " " + csv_number(100 * clean[m].acc.top1()) + "%";
+                 return s;
+               }().c_str(),
+               res.cl.size(), static_cast<unsigned long long>(clean[0].acc.count()));
+  res.rows.push_back("clean (all inputs)");
+  for (const auto& r : clean) res.acc[res.rows.back()].push_back(r.acc);
+
+  // 2. Variants on the CL set. A shard whose CL set is empty has nothing to run: empty accuracies.
+  auto on_cl = o.data;
+  on_cl.ids = out.path("cl_ids.txt");
+  auto eval_variant = [&](const std::string& name, const data_options& d) {
+    res.rows.push_back(name);
+    auto& accs = res.acc[name];
+    for (std::size_t m = 0; m < o.models.size(); ++m) {
+      if (res.cl.empty()) {
+        accs.emplace_back(clean[m].acc.classes(), clean[m].acc.k());
+        continue;
+      }
+      accs.push_back(evaluate(o.models[m], d, o, store(name, m), step(name, m), false, ablate[m]).acc);
+      if (name == "clean" && !o.ablate.empty() && !o.common.quiet)
+        std::fprintf(stderr, "eval: %s ablated: top-1 on CL %s%% (accuracy drop %s%%)\n", o.names[m].c_str(),
+                     csv_number(100 * accs.back().top1()).c_str(), csv_number(100 * (1 - accs.back().top1())).c_str());
+    }
+  };
+  if (res.cl.empty() && !p.variants.empty() && shard::parse(o.data.shard).whole())
+    std::fprintf(stderr, "eval: the CL set is empty: no variant is evaluated\n");
+  eval_variant("clean", on_cl);
+  for (const auto& v : p.variants) {
+    auto d = on_cl;
+    if (v.spec.rfind("noise:", 0) == 0) {
+      d.noise = std::stod(v.spec.substr(6));
+    } else if (v.spec.rfind("folder:", 0) == 0) {
+      d.path = variant_list(v.name, v.spec.substr(7), o.data, out.path("variant-" + v.name + ".txt"));
+      d.format = "list";
+    } else {
+      d.transform = v.spec;
+    }
+    eval_variant(v.name, d);
+  }
+
+  // 3. Cue-conflict shape bias.
+  if (!o.cue_conflict.empty()) {
+    const auto mapping_path = o.mapping.empty() ? default_mapping() : o.mapping;
+    const auto mapping = read_mapping(mapping_path);
+    const auto s = read_stimuli(o.cue_conflict, mapping, out.path("cue-conflict.txt"));
+    for (std::size_t m = 0; m < o.models.size(); ++m) {
+      // No store: the stimuli have no fine label, so per-image correctness would mean nothing.
+      auto r = evaluate(o.models[m], plain(s.list, "list"), o, "", step("cue-conflict", m), true, ablate[m]);
+      try {
+        mapping.check(r.probs.shape()[1]);
+      } catch (const std::invalid_argument& e) {
+        throw io_error(quote_name(mapping_path) + ": " + e.what() + " (model " + quote_name(o.models[m]) + " has " +
+                       std::to_string(r.probs.shape()[1]) + " outputs)");
+      }
+      stats::shape_bias_accumulator acc(mapping);
+      std::vector<std::size_t> sh, tx;
+      for (auto id : r.ids) {
+        sh.push_back(s.shape[static_cast<std::size_t>(id)]);
+        tx.push_back(s.texture[static_cast<std::size_t>(id)]);
+      }
+      acc.update(r.probs, sh.data(), tx.data());
+      const std::size_t K = r.probs.shape()[1];
+      auto& rows = res.decisions.emplace_back();
+      for (std::size_t i = 0; i < r.ids.size(); ++i) {
+        const auto id = static_cast<std::size_t>(r.ids[i]);
+        rows[r.ids[i]] = s.files[id] + "," + mapping.categories[s.shape[id]] + "," + mapping.categories[s.texture[id]] + "," +
+                         mapping.categories[stats::coarse_decision(r.probs.data() + i * K, K, mapping)];
+      }
+      res.bias.push_back(std::move(acc));
+    }
+  }
+
+  // 4. ImageNet-C.
+  if (!o.imagenet_c.empty()) {
+    read_baseline(o.baseline);  // refused before the sets run
+    if (!fs::is_directory(o.imagenet_c)) throw io_error(quote_name(o.imagenet_c) + ": not a folder");
+    struct set {
+      std::string corruption;
+      int severity;
+      std::string path;
+      bool operator<(const set& b) const { return std::tie(corruption, severity) < std::tie(b.corruption, b.severity); }
+    };
+    std::vector<set> sets;
+    for (const auto& c : fs::directory_iterator(o.imagenet_c)) {
+      if (!c.is_directory()) continue;
+      for (const auto& s : fs::directory_iterator(c.path())) {
+        // Severity folders are named by a small number ("1" … "5"); other entries are not sets.
+        const auto n = s.path().filename().string();
+        int sev = 0;
+        const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), sev);
+        if (!s.is_directory() || ec != std::errc() || end != n.data() + n.size() || n.size() > 3) continue;
+        const set x{c.path().filename().string(), sev, s.path().string()};
+        for (const auto& y : sets)
+          if (y.corruption == x.corruption && y.severity == sev)
+            throw io_error(quote_name(x.path) + ": severity " + std::to_string(sev) + " of '" + x.corruption +
+                           "' also in " + quote_name(y.path));
+        sets.push_back(x);
+      }
+    }
+    std::sort(sets.begin(), sets.end());
+    if (sets.empty()) throw io_error(quote_name(o.imagenet_c) + ": no CORRUPTION/SEVERITY folders");
+    // Labels are class folder positions: every set must have the same class folders.
+    nlohmann::json classes;
+    for (const auto& x : sets) {
+      data_options d;
+      d.path = x.path;
+      d.format = "folder";
+      const auto here = dataset::open(d)->describe()["classes"];
+      if (classes.is_null()) classes = here;
+      else if (here != classes)
+        throw io_error(quote_name(d.path) + ": its class folders differ from those of " + quote_name(sets[0].path) +
+                       " (labels are class folder positions)");
+    }
+    for (std::size_t m = 0; m < o.models.size(); ++m) {
+      auto& t = res.corrupted.emplace_back();
+      for (const auto& x : sets)
+        t.emplace(std::pair{x.corruption, x.severity},
+                  evaluate(o.models[m], plain(x.path, "folder"), o, "", step("imagenet-c", m), false, ablate[m]).acc);
+    }
+  }
+
+  // The key: what must be equal in every shard of one run.
+  nlohmann::json params = {{"models", model_records}, {"names", o.names}, {"variants", o.variants}, {"k", o.k}};
+  if (!o.ablate.empty()) {
+    params["ablate"] = p.ablate_record;
+    params["ablation_csv"] = p.ablation_csv;
+    params["ablate_seed"] = o.ablate_seed;
+    if (!o.dissection.empty()) params["dissection"] = o.dissection;
+  }
+  if (!o.cue_conflict.empty()) {
+    const auto mapping_path = o.mapping.empty() ? default_mapping() : o.mapping;
+    params["cue_conflict"] = o.cue_conflict;
+    params["mapping"] = {{"path", mapping_path}, {"sha256", sha256_file(mapping_path)}};
+  }
+  if (!o.imagenet_c.empty()) {
+    params["imagenet_c"] = o.imagenet_c;
+    params["baseline"] = {{"path", o.baseline}, {"sha256", sha256_file(o.baseline)}};
+  }
+  const auto& dump_rec = clean[0].provenance.empty() ? nlohmann::json() : clean[0].provenance.back();
+  const auto dump_params = dump_rec.is_object() ? dump_rec.value("params", nlohmann::json::object()) : nlohmann::json::object();
+  res.key = {{"params", params},
+             {"inputs", dump_rec.is_object() ? dump_rec.value("inputs", nlohmann::json()) : nlohmann::json()},
+             {"preprocessing", dump_params.value("preprocessing", nlohmann::json())},
+             {"ids", dump_params.value("ids", nlohmann::json())}};
+  return res;
+}
+
+/// eval.h5: the accuracy of every model on every row ("acc/ROW/MODEL", the rows listed in the
+/// attribute "rows"), the CL set ("cl"), per model the cue-conflict accumulator and decisions
+/// ("cue_conflict/MODEL/…") and the ImageNet-C accuracies ("imagenet_c/MODEL/CORRUPTION/SEVERITY").
+void save_result(hid_t h5, const eval_result& r, const std::string& file) {
+  const auto names = r.key.at("params").at("names").get<std::vector<std::string>>();
+  auto array = [](const std::vector<double>& v) {
+    xt::xarray<double> a = xt::zeros<double>({v.size()});
+    std::copy(v.begin(), v.end(), a.begin());
+    return a;
+  };
+  for (std::size_t i = 0; i < r.rows.size(); ++i)
+    for (std::size_t m = 0; m < names.size(); ++m)
+      io::write_state(h5, "acc/" + std::to_string(i) + "/" + names[m], r.acc.at(r.rows[i])[m].save(), file);
+  io::h5::write_attribute(h5, "rows", nlohmann::json(r.rows).dump(), file);
+  stats::state cl;
+  cl.kind = "ids";
+  cl.arrays = {{"id", array(std::vector<double>(r.cl.begin(), r.cl.end()))}};
+  io::write_state(h5, "cl", cl, file);
+  for (std::size_t m = 0; m < r.bias.size(); ++m) {
+    io::write_state(h5, "cue_conflict/" + names[m] + "/shape_bias", r.bias[m].save(), file);
+    stats::state d;
+    d.kind = "decisions";
+    std::vector<double> ids;
+    std::string rows;
+    for (const auto& [id, row] : r.decisions[m]) ids.push_back(static_cast<double>(id)), rows += row + "\n";
+    d.arrays = {{"id", array(ids)}};
+    d.text = {{"rows", rows}};
+    io::write_state(h5, "cue_conflict/" + names[m] + "/decisions", d, file);
+  }
+  nlohmann::json sets = nlohmann::json::array();
+  for (std::size_t m = 0; m < r.corrupted.size(); ++m)
+    for (const auto& [set, acc] : r.corrupted[m]) {
+      io::write_state(h5, "imagenet_c/" + names[m] + "/" + set.first + "/" + std::to_string(set.second), acc.save(), file);
+      if (m == 0) sets.push_back({set.first, set.second});
+    }
+  io::h5::write_attribute(h5, "imagenet_c_sets", sets.dump(), file);
+}
+
+eval_result load_result(hid_t h5, const nlohmann::json& key, const std::string& file) {
+  eval_result r;
+  r.key = key;
+  const auto& params = key.at("params");
+  const auto names = params.at("names").get<std::vector<std::string>>();
+  r.rows = nlohmann::json::parse(io::h5::read_string_attribute(h5, "rows", file)).get<std::vector<std::string>>();
+  for (std::size_t i = 0; i < r.rows.size(); ++i)
+    for (const auto& n : names)
+      r.acc[r.rows[i]].push_back(stats::topk_accuracy::load(io::read_state(h5, "acc/" + std::to_string(i) + "/" + n, file)));
+  const auto cl = io::read_state(h5, "cl", file);
+  for (double id : cl.array("id")) r.cl.push_back(static_cast<std::int64_t>(id));
+  for (const auto& n : params.contains("cue_conflict") ? names : std::vector<std::string>{}) {
+    r.bias.push_back(stats::shape_bias_accumulator::load(io::read_state(h5, "cue_conflict/" + n + "/shape_bias", file)));
+    const auto d = io::read_state(h5, "cue_conflict/" + n + "/decisions", file);
+    std::istringstream rows(d.choice("rows"));
+    auto& out = r.decisions.emplace_back();
+    std::string row;
+    for (double id : d.array("id"))
+      if (std::getline(rows, row)) out[static_cast<std::int64_t>(id)] = row;
+  }
+  const auto sets = nlohmann::json::parse(io::h5::read_string_attribute(h5, "imagenet_c_sets", file));
+  for (const auto& n : params.contains("imagenet_c") ? names : std::vector<std::string>{}) {
+    auto& t = r.corrupted.emplace_back();
+    for (const auto& x : sets) {
+      const std::string c = x.at(0);
+      const int sev = x.at(1);
+      t.emplace(std::pair{c, sev}, stats::topk_accuracy::load(io::read_state(h5, "imagenet_c/" + n + "/" + c + "/" + std::to_string(sev), file)));
+    }
+  }
+  return r;
+}
+
+/// Adds shard `b` to `a`: accuracies add; the CL sets and the decisions of disjoint ids join.
+void merge_result(eval_result& a, const eval_result& b) {
+  for (auto& [row, accs] : a.acc)
+    for (std::size_t m = 0; m < accs.size(); ++m) accs[m].merge(b.acc.at(row)[m]);
+  std::vector<std::int64_t> cl;
+  std::merge(a.cl.begin(), a.cl.end(), b.cl.begin(), b.cl.end(), std::back_inserter(cl));
+  a.cl = std::move(cl);
+  for (std::size_t m = 0; m < a.bias.size(); ++m) {
+    a.bias[m].merge(b.bias[m]);
+    a.decisions[m].insert(b.decisions[m].begin(), b.decisions[m].end());
+  }
+  for (std::size_t m = 0; m < a.corrupted.size(); ++m)
+    for (auto& [set, acc] : a.corrupted[m]) acc.merge(b.corrupted[m].at(set));
+}
+
+/// The tables, eval.h5 (states, partial record) and provenance of `r` in `out`; the accuracy
+/// table also to stdout for a whole run.
+void write_eval(const eval_result& r, nlohmann::json rec, const partial_info& part, const output_folder& out) {
+  const auto& params = r.key.at("params");
+  const auto names = params.at("names").get<std::vector<std::string>>();
+  const std::size_t k = params.at("k");
+  {
+    std::string text = "# inputs that every model (" + nlohmann::json(names).dump() + ") classifies correctly, top-1, clean\n";
+    for (auto id : r.cl) text += std::to_string(id) + "\n";
+    out.write("cl_ids.txt", text);
+  }
+  std::ostringstream table;
+  table << "variant,inputs";
+  for (const auto& n : names) table << ",top1_" << n;
+  for (const auto& n : names) table << ",top" << std::min<std::size_t>(k, r.acc.at(r.rows[0])[0].classes()) << "_" << n;
+  table << "\n";
+  nlohmann::json jtable = nlohmann::json::array();
+  for (const auto& name : r.rows) {
+    if (r.cl.empty() && name != r.rows[0]) break;  // no variant is evaluated on an empty CL set
+    const auto& accs = r.acc.at(name);
+    table << name << "," << accs[0].count();
+    nlohmann::json j{{"variant", name}, {"inputs", accs[0].count()}};
+    for (std::size_t m = 0; m < accs.size(); ++m) {
+      table << "," << csv_number(accs[m].top1());
+      j["top1"][names[m]] = accs[m].top1();
+    }
+    for (std::size_t m = 0; m < accs.size(); ++m) {
+      table << "," << csv_number(accs[m].topk());
+      j["topk"][names[m]] = accs[m].topk();
+    }
+    table << "\n";
+    jtable.push_back(j);
+  }
+  out.write("accuracy.csv", table.str());
+  rec["params"] = params;
+  rec["params"].erase("ablation_csv");
+  if (params.contains("ablate")) {
+    out.write("ablation.csv", params.at("ablation_csv").get<std::string>());
+    rec["seeds"]["ablate"] = params.at("ablate_seed");
+  }
+  for (std::size_t m = 0; m < r.bias.size(); ++m) {
+    if (m == 0) rec["shape_bias"] = nlohmann::json::object();
+    rec["shape_bias"][names[m]] = r.bias[m].shape_bias();
+  }
+  if (!r.bias.empty()) {
+    std::ostringstream csv, decisions;
+    csv << "model,category,shape_decisions,texture_decisions,neither,excluded,shape_bias\n";
+    decisions << "model,stimulus,shape,texture,decision\n";
+    for (std::size_t m = 0; m < r.bias.size(); ++m) {
+      const auto& acc = r.bias[m];
+      for (const auto& [id, row] : r.decisions[m]) decisions << names[m] << "," << row << "\n";
+      csv << names[m] << ",all," << acc.shape_decisions() << "," << acc.texture_decisions() << "," << acc.neither() << ","
+          << acc.excluded() << "," << csv_number(acc.shape_bias()) << "\n";
+      for (std::size_t c = 0; c < acc.categories(); ++c)
+        csv << names[m] << "," << acc.mapping().categories[c] << "," << acc.shape_decisions(c) << "," << acc.texture_decisions(c)
+            << "," << acc.neither(c) << "," << acc.excluded(c) << "," << csv_number(acc.shape_bias(c)) << "\n";
+    }
+    out.write("shape_bias.csv", csv.str());
+    out.write("cue_conflict_decisions.csv", decisions.str());
+  }
+  if (!r.corrupted.empty()) {
+    const auto& b = params.at("baseline");
+    if (sha256_file(b.at("path")) != b.at("sha256"))
+      throw io_error(quote_name(b.at("path").get<std::string>()) + ": the baseline has changed since the shards ran");
+    const auto baseline = read_baseline(b.at("path"));
+    std::ostringstream acc_csv, ce_csv;
+    acc_csv << "model,corruption,severity,inputs,top1\n";
+    ce_csv << "model,corruption,ce\n";
+    for (std::size_t m = 0; m < r.corrupted.size(); ++m) {
+      stats::corruption_table t;
+      for (const auto& [set, acc] : r.corrupted[m]) {
+        t.accuracy[set.first][set.second] = acc.top1();
+        acc_csv << names[m] << "," << set.first << "," << set.second << "," << acc.count() << "," << csv_number(acc.top1()) << "\n";
+      }
+      stats::corruption_errors e;
+      try {
+        e = stats::mean_corruption_error(t, baseline);
+      } catch (const std::invalid_argument& x) {
+        throw io_error(quote_name(params.at("imagenet_c").get<std::string>()) + " against " +
+                       quote_name(b.at("path").get<std::string>()) + ": " + x.what());
+      }
+      for (const auto& [c, v] : e.ce) ce_csv << names[m] << "," << c << "," << csv_number(v) << "\n";
+      ce_csv << names[m] << ",mCE," << csv_number(e.mce) << "\n";
+      rec["mce"][names[m]] = e.mce;
+    }
+    out.write("imagenet_c_accuracy.csv", acc_csv.str());
+    out.write("imagenet_c_ce.csv", ce_csv.str());
+  }
+  rec["params"]["cl_inputs"] = r.cl.size();
+  rec["params"]["shard"] = part.shard_record();
+  rec["params"]["preprocessing"] = r.key.at("preprocessing");
+  rec["inputs"] = r.key.at("inputs");
+  rec["finished"] = io::utc_now();
+  out.write("accuracy.json", nlohmann::json{{"table", jtable}, {"provenance", rec}}.dump(2) + "\n");
+  out.write("provenance.json", rec.dump(2) + "\n");
+  const std::string h5name = out.path("eval.h5");
+  io::h5::handle h5(io::h5::check(H5Fcreate(h5name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), h5name, "cannot create"));
+  save_result(h5.get(), r, h5name);
+  write_partial(h5.get(), part, h5name);
+  io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), h5name);
+  if (part.whole()) std::cout << table.str();
+}
+
+/// One process's run (the whole, a --shard, or an MPI rank's part) into the folder `output`.
+void run_plan(const eval_plan& p, const nlohmann::json& rec, const std::string& output) {
+  output_folder out(output, {"stores"});
+  const auto r = evaluate_all(p, out, rec);
+  write_eval(r, rec, partial_info::of("eval", shard::parse(p.o.data.shard), r.key), out);
+  out.commit();
+}
+
+}  // namespace
+
+void merge_eval(const std::vector<merge_part>& parts, const partial_info& whole, nlohmann::json rec, const std::string& output,
+                bool quiet) {
+  auto r = load_result(parts[0].file.get(), whole.key, parts[0].name);
+  for (std::size_t i = 1; i < parts.size(); ++i) merge_result(r, load_result(parts[i].file.get(), whole.key, parts[i].name));
+  output_folder out(output, {"stores"});
+  // Per-image stores row by row; the list files of variants and stimuli are the same in every part.
+  // A shard whose CL set is empty has no variant stores: the shards of the eval run are checked.
+  const auto dir = [&](std::size_t i) { return fs::path(parts[i].name).parent_path(); };
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    for (const auto& e : fs::directory_iterator(dir(i) / "stores")) names.insert(e.path().filename().string());
+  for (const auto& name : names) {
+    std::vector<std::string> stores;
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      if (fs::exists(dir(i) / "stores" / name)) stores.push_back((dir(i) / "stores" / name).string());
+    merge_stores(stores, out.path("stores/" + name), rec.at("merge").at("step"), true, false);
+  }
+  for (const auto& e : fs::directory_iterator(dir(0)))
+    if (e.is_regular_file() && e.path().extension() == ".txt" && e.path().filename() != "cl_ids.txt")
+      fs::copy_file(e.path(), out.path(e.path().filename().string()));
+  write_eval(r, std::move(rec), whole, out);
+  out.commit();
+  if (!quiet) std::fprintf(stderr, "eval: merged %zu shards; wrote %s\n", parts.size(), output.c_str());
+}
+
+
 int run_eval(std::span<char*> args) {
   eval_options o;
   CLI::App app{
@@ -373,6 +853,8 @@ int run_eval(std::span<char*> args) {
       ->group("Ablation");
   app.add_option("--ablate-seed", o.ablate_seed, "Seed of the random channels")->group("Ablation")->capture_default_str();
   app.add_option("-o,--output", o.output, "Output folder")->required()->group("Output");
+  bool mpi = false;
+  add_shard_options(app, o.data.shard, mpi);
   add_common_options(app, o.common);
   if (!parse(app, args)) return 0;
   // models… data: the last positional is the data set.
@@ -385,9 +867,6 @@ int run_eval(std::span<char*> args) {
   o.names.resize(o.models.size());
   if (!o.imagenet_c.empty() && o.baseline.empty()) throw usage_error("--imagenet-c needs --baseline");
   transform_spec::parse(o.data.transform);
-  struct variant {
-    std::string name, spec;
-  };
   std::vector<variant> variants;
   for (const auto& v : o.variants) {
     const auto eq = v.find('=');
@@ -429,263 +908,17 @@ int run_eval(std::span<char*> args) {
                                {"mode", x.keep ? "keep" : "zero"}, {"channels", x.channels}});
     }
   }
-  auto rec = start_record("eval", args);
-  if (!o.ablate.empty()) {
-    rec["params"]["ablate"] = ablate_record;
-    rec["seeds"]["ablate"] = o.ablate_seed;
-    if (!o.dissection.empty()) rec["params"]["dissection"] = o.dissection;
+  eval_plan plan{o, std::move(variants), std::move(ablate), std::move(ablate_record), ablation_csv.str()};
+  const auto rec = start_record("eval", args);
+  if (!mpi) {
+    run_plan(plan, rec, o.output);
+    return 0;
   }
-  output_folder out(o.output, {"stores"});
-  auto store = [&](const std::string& variant, std::size_t m) {
-    return out.path("stores/" + variant + "-" + o.names[m] + ".h5");
-  };
-  std::vector<nlohmann::json> model_records;
-  for (std::size_t m = 0; m < o.models.size(); ++m)
-    model_records.push_back({{"name", o.names[m]}, {"path", o.models[m]}, {"sha256", sha256_file(o.models[m])}});
-  // The provenance record of one model's pass: this command, the model and what it ran on.
-  auto step = [&](const std::string& what, std::size_t m) {
-    auto r = rec;
-    r["params"] = {{"evaluation", what}, {"model", model_records[m]}, {"k", o.k}};
-    if (what != "all" && !ablate[m].empty()) r["params"]["ablate"] = ablate[m];
-    return r;
-  };
-  // The clean data set's preprocessing applied to other images (stimuli, corruption sets).
-  auto plain = [&](const std::string& path, const char* format) {
-    auto d = o.data;
-    d.path = path;
-    d.format = format;
-    d.ids.clear();
-    d.transform = "none";
-    d.noise = 0;
-    return d;
-  };
-
-  // 1. Clean accuracy, and the CL set: the inputs every model gets right (top-1).
-  std::vector<run> clean;
-  for (std::size_t m = 0; m < o.models.size(); ++m)
-    clean.push_back(evaluate(o.models[m], o.data, o, store("all", m), step("all", m)));
-  std::vector<std::vector<std::int64_t>> correct;
-  for (const auto& r : clean) correct.push_back(r.correct_ids);
-  const auto cl = stats::intersect_correct(correct);
-  {
-    std::string text = "# inputs that every model (" + nlohmann::json(o.names).dump() + ") classifies correctly, top-1, clean\n";
-    for (auto id : cl) text += std::to_string(id) + "\n";
-    out.write("cl_ids.txt", text);
-  }
-  if (!o.common.quiet)
-    std::fprintf(stderr, "eval: clean top-1 %s; CL set %zu of %llu inputs\n",
-               [&] {
-                 std::string s;
-                 for (std::size_t m = 0; m < clean.size(); ++m)
-                   s += (m ? ", " : "") + o.names[m] + " " + csv_number(100 * clean[m].acc.top1()) + "%";
-                 return s;
-               }().c_str(),
-               cl.size(), static_cast<unsigned long long>(clean[0].acc.count()));
-
-  // 2. Variants on the CL set.
-  std::ostringstream table;
-  table << "variant,inputs";
-  for (const auto& n : o.names) table << ",top1_" << n;
-  for (const auto& n : o.names) table << ",top" << std::min<std::size_t>(o.k, clean[0].acc.classes()) << "_" << n;
-  table << "\n";
-  nlohmann::json jtable = nlohmann::json::array();
-  auto row = [&](const std::string& name, const std::vector<const stats::topk_accuracy*>& accs) {
-    table << name << "," << accs[0]->count();
-    nlohmann::json j{{"variant", name}, {"inputs", accs[0]->count()}};
-    for (std::size_t m = 0; m < accs.size(); ++m) {
-      table << "," << csv_number(accs[m]->top1());
-      j["top1"][o.names[m]] = accs[m]->top1();
-    }
-    for (std::size_t m = 0; m < accs.size(); ++m) {
-      table << "," << csv_number(accs[m]->topk());
-      j["topk"][o.names[m]] = accs[m]->topk();
-    }
-    table << "\n";
-    jtable.push_back(j);
-  };
-  {
-    std::vector<const stats::topk_accuracy*> accs;
-    for (const auto& r : clean) accs.push_back(&r.acc);
-    row("clean (all inputs)", accs);
-  }
-  if (!cl.empty()) {
-    auto on_cl = o.data;
-    on_cl.ids = out.path("cl_ids.txt");
-    auto eval_variant = [&](const std::string& name, data_options d) {
-      std::vector<run> runs;
-      std::vector<const stats::topk_accuracy*> accs;
-      for (std::size_t m = 0; m < o.models.size(); ++m)
-        runs.push_back(evaluate(o.models[m], d, o, store(name, m), step(name, m), false, ablate[m]));
-      for (const auto& r : runs) accs.push_back(&r.acc);
-      row(name, accs);
-      if (name == "clean" && !o.ablate.empty() && !o.common.quiet)
-        for (std::size_t m = 0; m < runs.size(); ++m)
-          std::fprintf(stderr, "eval: %s ablated: top-1 on CL %s%% (accuracy drop %s%%)\n", o.names[m].c_str(),
-                       csv_number(100 * runs[m].acc.top1()).c_str(), csv_number(100 * (1 - runs[m].acc.top1())).c_str());
-    };
-    eval_variant("clean", on_cl);
-    for (const auto& v : variants) {
-      auto d = on_cl;
-      if (v.spec.rfind("noise:", 0) == 0) {
-        d.noise = std::stod(v.spec.substr(6));
-      } else if (v.spec.rfind("folder:", 0) == 0) {
-        d.path = variant_list(v.name, v.spec.substr(7), o.data, out.path("variant-" + v.name + ".txt"));
-        d.format = "list";
-      } else {
-        d.transform = v.spec;
-      }
-      eval_variant(v.name, d);
-    }
-  } else if (!variants.empty()) {
-    std::fprintf(stderr, "eval: the CL set is empty: no variant is evaluated\n");
-  }
-  out.write("accuracy.csv", table.str());
-  if (!o.ablate.empty()) out.write("ablation.csv", ablation_csv.str());
-
-  // 3. Cue-conflict shape bias.
-  if (!o.cue_conflict.empty()) {
-    const auto mapping_path = o.mapping.empty() ? default_mapping() : o.mapping;
-    const auto mapping = read_mapping(mapping_path);
-    const auto s = read_stimuli(o.cue_conflict, mapping, out.path("cue-conflict.txt"));
-    std::ostringstream csv, decisions;
-    csv << "model,category,shape_decisions,texture_decisions,neither,excluded,shape_bias\n";
-    decisions << "model,stimulus,shape,texture,decision\n";
-    for (std::size_t m = 0; m < o.models.size(); ++m) {
-      // No store: the stimuli have no fine label, so per-image correctness would mean nothing.
-      auto r = evaluate(o.models[m], plain(s.list, "list"), o, "", step("cue-conflict", m), true, ablate[m]);
-      try {
-        mapping.check(r.probs.shape()[1]);
-      } catch (const std::invalid_argument& e) {
-        throw io_error(quote_name(mapping_path) + ": " + e.what() + " (model " + quote_name(o.models[m]) + " has " +
-                       std::to_string(r.probs.shape()[1]) + " outputs)");
-      }
-      stats::shape_bias_accumulator acc(mapping);
-      std::vector<std::size_t> sh, tx;
-      for (auto id : r.ids) {
-        sh.push_back(s.shape[static_cast<std::size_t>(id)]);
-        tx.push_back(s.texture[static_cast<std::size_t>(id)]);
-      }
-      acc.update(r.probs, sh.data(), tx.data());
-      const std::size_t K = r.probs.shape()[1];
-      for (std::size_t i = 0; i < r.ids.size(); ++i) {
-        const auto id = static_cast<std::size_t>(r.ids[i]);
-        decisions << o.names[m] << "," << s.files[id] << "," << mapping.categories[s.shape[id]] << ","
-                  << mapping.categories[s.texture[id]] << ","
-                  << mapping.categories[stats::coarse_decision(r.probs.data() + i * K, K, mapping)] << "\n";
-      }
-      csv << o.names[m] << ",all," << acc.shape_decisions() << "," << acc.texture_decisions() << "," << acc.neither() << ","
-          << acc.excluded() << "," << csv_number(acc.shape_bias()) << "\n";
-      for (std::size_t c = 0; c < acc.categories(); ++c)
-        csv << o.names[m] << "," << mapping.categories[c] << "," << acc.shape_decisions(c) << "," << acc.texture_decisions(c)
-            << "," << acc.neither(c) << "," << acc.excluded(c) << "," << csv_number(acc.shape_bias(c)) << "\n";
-      rec["shape_bias"][o.names[m]] = acc.shape_bias();
-    }
-    out.write("shape_bias.csv", csv.str());
-    out.write("cue_conflict_decisions.csv", decisions.str());
-    rec["params"]["mapping"] = {{"path", mapping_path}, {"sha256", sha256_file(mapping_path)}};
-  }
-
-  // 4. ImageNet-C.
-  if (!o.imagenet_c.empty()) {
-    stats::corruption_table baseline;
-    {
-      std::ifstream in(o.baseline);
-      if (!in) throw io_error(quote_name(o.baseline) + ": cannot open: " + std::strerror(errno));
-      std::string line;
-      for (std::size_t no = 1; std::getline(in, line); ++no) {
-        if (line.empty() || line[0] == '#' || line.rfind("corruption,", 0) == 0) continue;
-        std::stringstream ss(line);
-        std::string c, sv, a;
-        std::getline(ss, c, ',');
-        std::getline(ss, sv, ',');
-        std::getline(ss, a, ',');
-        try {
-          std::size_t u1 = 0, u2 = 0;
-          const int sev = std::stoi(sv, &u1);
-          const double acc = std::stod(a, &u2);
-          if (u1 != sv.size() || u2 != a.size() || c.empty()) throw std::invalid_argument("");
-          baseline.accuracy[c][sev] = acc;
-        } catch (const std::exception&) {
-          throw io_error(quote_name(o.baseline) + " line " + std::to_string(no) + ": expected corruption,severity,accuracy");
-        }
-      }
-    }
-    if (!fs::is_directory(o.imagenet_c)) throw io_error(quote_name(o.imagenet_c) + ": not a folder");
-    struct set {
-      std::string corruption;
-      int severity;
-      std::string path;
-      bool operator<(const set& b) const { return std::tie(corruption, severity) < std::tie(b.corruption, b.severity); }
-    };
-    std::vector<set> sets;
-    for (const auto& c : fs::directory_iterator(o.imagenet_c)) {
-      if (!c.is_directory()) continue;
-      for (const auto& s : fs::directory_iterator(c.path())) {
-        // Severity folders are named by a small number ("1" … "5"); other entries are not sets.
-        const auto n = s.path().filename().string();
-        int sev = 0;
-        const auto [end, ec] = std::from_chars(n.data(), n.data() + n.size(), sev);
-        if (!s.is_directory() || ec != std::errc() || end != n.data() + n.size() || n.size() > 3) continue;
-        const set x{c.path().filename().string(), sev, s.path().string()};
-        for (const auto& y : sets)
-          if (y.corruption == x.corruption && y.severity == sev)
-            throw io_error(quote_name(x.path) + ": severity " + std::to_string(sev) + " of '" + x.corruption +
-                           "' also in " + quote_name(y.path));
-        sets.push_back(x);
-      }
-    }
-    std::sort(sets.begin(), sets.end());
-    if (sets.empty()) throw io_error(quote_name(o.imagenet_c) + ": no CORRUPTION/SEVERITY folders");
-    // Labels are class folder positions: every set must have the same class folders.
-    nlohmann::json classes;
-    for (const auto& x : sets) {
-      data_options d;
-      d.path = x.path;
-      d.format = "folder";
-      const auto here = dataset::open(d)->describe()["classes"];
-      if (classes.is_null()) classes = here;
-      else if (here != classes)
-        throw io_error(quote_name(d.path) + ": its class folders differ from those of " + quote_name(sets[0].path) +
-                       " (labels are class folder positions)");
-    }
-    std::ostringstream acc_csv, ce_csv;
-    acc_csv << "model,corruption,severity,inputs,top1\n";
-    ce_csv << "model,corruption,ce\n";
-    for (std::size_t m = 0; m < o.models.size(); ++m) {
-      stats::corruption_table t;
-      for (const auto& x : sets) {
-        const auto r = evaluate(o.models[m], plain(x.path, "folder"), o, "", step("imagenet-c", m), false, ablate[m]);
-        t.accuracy[x.corruption][x.severity] = r.acc.top1();
-        acc_csv << o.names[m] << "," << x.corruption << "," << x.severity << "," << r.acc.count() << ","
-                << csv_number(r.acc.top1()) << "\n";
-      }
-      stats::corruption_errors e;
-      try {
-        e = stats::mean_corruption_error(t, baseline);
-      } catch (const std::invalid_argument& x) {
-        throw io_error(quote_name(o.imagenet_c) + " against " + quote_name(o.baseline) + ": " + x.what());
-      }
-      for (const auto& [c, v] : e.ce) ce_csv << o.names[m] << "," << c << "," << csv_number(v) << "\n";
-      ce_csv << o.names[m] << ",mCE," << csv_number(e.mce) << "\n";
-      rec["mce"][o.names[m]] = e.mce;
-    }
-    out.write("imagenet_c_accuracy.csv", acc_csv.str());
-    out.write("imagenet_c_ce.csv", ce_csv.str());
-    rec["params"]["baseline"] = {{"path", o.baseline}, {"sha256", sha256_file(o.baseline)}};
-  }
-
-  rec["params"]["models"] = model_records;
-  rec["params"]["variants"] = o.variants;
-  rec["params"]["k"] = o.k;
-  rec["params"]["cl_inputs"] = cl.size();
-  const auto& dump_rec = clean[0].provenance.empty() ? nlohmann::json() : clean[0].provenance.back();
-  rec["inputs"] = dump_rec.is_object() ? dump_rec.value("inputs", nlohmann::json()) : nlohmann::json();
-  if (dump_rec.is_object() && dump_rec.contains("params")) rec["params"]["preprocessing"] = dump_rec["params"].value("preprocessing", nlohmann::json());
-  rec["finished"] = io::utc_now();
-  out.write("accuracy.json", nlohmann::json{{"table", jtable}, {"provenance", rec}}.dump(2) + "\n");
-  out.write("provenance.json", rec.dump(2) + "\n");
-  out.commit();
-  std::cout << table.str();
+  run_ranks(o.output, true, o.common.quiet, [&](const std::string& shard, const std::string& part) {
+    auto p = plan;
+    p.o.data.shard = shard;
+    run_plan(p, rec, part);
+  });
   return 0;
 }
 

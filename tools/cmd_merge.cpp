@@ -21,29 +21,30 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-/// The partial record of a store, from its last provenance record (a dump's or an attack's): its
-/// shard, and as key the model's hash, the data set, the layers and every parameter that decides
-/// the rows' values.
+/// The partial record of a store written by dump, attack or eval (its per-image stores): the shard
+/// of the last step that selected inputs, and as key the last step's parameters (but its shard,
+/// rows, threads, batch size and resumption), what made the activations, the data set and the layers.
 partial_info store_partial(const io::store_reader& r) {
-  const auto& log = r.header().provenance;
-  const auto rec = log.empty() ? json() : json::parse(log.back(), nullptr, false);
+  const auto log = parse_log(r.header().provenance);
+  const auto rec = log.empty() ? json() : log.back();
   const std::string verb = rec.is_object() ? rec.value("verb", "") : "";
-  if (verb != "dump" && verb != "attack")
-    throw io_error(quote_name(r.path()) + ": not a store written by dump or attack" +
+  if (verb != "dump" && verb != "attack" && verb != "eval")
+    throw io_error(quote_name(r.path()) + ": not a store written by dump, attack or eval" +
                    (verb.empty() ? "" : " (its last step is '" + verb + "')"));
-  const auto params = rec.value("params", json::object());
   shard s;
-  if (const auto sh = params.value("shard", json()); sh.is_object()) {
-    s.index = sh.at("index");
-    s.count = sh.at("count");
-  }
+  for (auto it = log.rbegin(); it != log.rend(); ++it)
+    if (it->is_object() && it->contains("params") && (*it)["params"].contains("shard")) {
+      if (const auto& sh = (*it)["params"]["shard"]; sh.is_object()) {
+        s.index = sh.at("index");
+        s.count = sh.at("count");
+      }
+      break;
+    }
+  auto params = rec.value("params", json::object());
+  for (const char* k : {"shard", "rows", "threads", "batch_size", "resume", "deflate"}) params.erase(k);
   json layers = json::array();
   for (const auto& l : r.header().layers) layers.push_back({{"name", l.name}, {"shape", l.shape}});
-  json key{{"model_sha256", rec.value("model", json::object()).value("sha256", "")},
-           {"inputs", rec.value("inputs", json())},
-           {"layers", layers}};
-  for (const char* k : {"preprocessing", "ids", "limit", "ablate", "attack"})
-    if (params.contains(k)) key["params"][k] = params[k];
+  const json key{{"params", params}, {"source", source_identity(log)}, {"inputs", rec.value("inputs", json())}, {"layers", layers}};
   return partial_info::of(verb, s, key);
 }
 
@@ -117,7 +118,8 @@ json mpi_step(const mpi_session& mpi) {
   return {{"verb", "mpi"}, {"ranks", mpi.size()}, {"library", lib.substr(0, lib.find_first_of("\n,"))}, {"finished", io::utc_now()}};
 }
 
-void merge_stores(const std::vector<std::string>& inputs, const std::string& output, const json& step, bool quiet) {
+void merge_stores(const std::vector<std::string>& inputs, const std::string& output, const json& step, bool quiet,
+                  bool every_shard) {
   if (!is_hdf5_name(output)) throw usage_error("'" + output + "': stores merge into a store: name it FILE.h5");
   std::vector<std::unique_ptr<io::store_reader>> readers;
   std::vector<partial_info> infos;
@@ -125,7 +127,7 @@ void merge_stores(const std::vector<std::string>& inputs, const std::string& out
     readers.push_back(std::make_unique<io::store_reader>(in));
     infos.push_back(store_partial(*readers.back()));
   }
-  const auto whole = check_parts(infos, inputs);
+  const auto whole = check_parts(infos, inputs, every_shard);
   std::vector<std::size_t> order(readers.size());  // parts in shard order
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::sort(order.begin(), order.end(), [&](auto a, auto b) { return infos[a].shards < infos[b].shards; });
@@ -289,7 +291,3 @@ int run_merge(std::span<char*> args) {
 }
 
 }  // namespace shapebias::tools
-// TEMP-STUBS
-namespace shapebias::tools {
-void merge_eval(const std::vector<merge_part>&, const partial_info&, nlohmann::json, const std::string&, bool) { throw std::logic_error("todo"); }
-}

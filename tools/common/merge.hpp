@@ -43,8 +43,10 @@ nlohmann::json mpi_step(const mpi_session& mpi);
 /// refuses other models, parameters or layers, and shards given twice or missing. Rows are in input
 /// id order when each part's are (as a single run over a data set or a sorted --ids list writes
 /// them); otherwise the parts follow each other in shard order. The merged store's provenance
-/// record says which ("row_order").
-void merge_stores(const std::vector<std::string>& inputs, const std::string& output, const nlohmann::json& step, bool quiet);
+/// record says which ("row_order"). `every_shard` false: shards may be missing (eval's stores of a
+/// variant, which a shard with an empty CL set does not write; eval's own parts are checked).
+void merge_stores(const std::vector<std::string>& inputs, const std::string& output, const nlohmann::json& step, bool quiet,
+                  bool every_shard = true);
 
 /// MPI mode of dump and attack (and eval): `run(shard, part)` writes this rank's shard to a part
 /// named after `output` ("OUT.rankR-of-P.h5", on a file system every rank sees), then rank 0 merges

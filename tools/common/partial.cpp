@@ -44,7 +44,7 @@ std::string shown(const nlohmann::json& v) {
 
 }  // namespace
 
-partial_info check_parts(const std::vector<partial_info>& parts, const std::vector<std::string>& names) {
+partial_info check_parts(const std::vector<partial_info>& parts, const std::vector<std::string>& names, bool complete) {
   const auto& a = parts.at(0);
   std::map<std::uint64_t, std::size_t> seen;  // shard → part
   for (std::size_t i = 0; i < parts.size(); ++i) {
@@ -68,7 +68,7 @@ partial_info check_parts(const std::vector<partial_info>& parts, const std::vect
   std::string missing;
   for (std::uint64_t k = 0; k < a.count; ++k)
     if (!seen.count(k)) missing += (missing.empty() ? "" : ", ") + std::to_string(k) + "/" + std::to_string(a.count);
-  if (!missing.empty()) throw std::runtime_error("missing shard(s) " + missing + ": merge needs every shard of the run");
+  if (!missing.empty() && complete) throw std::runtime_error("missing shard(s) " + missing + ": merge needs every shard of the run");
   partial_info whole = a;
   whole.shards.clear();
   for (const auto& [k, i] : seen) whole.shards.push_back(k);

@@ -35,9 +35,9 @@ struct partial_info {
 };
 
 /// Checks that `parts` (named `names` in messages) are the shards of one run: one verb, one N,
-/// equal keys (the first difference is named) and every shard exactly once. Throws
-/// std::runtime_error with one line. Returns the record of the whole.
-partial_info check_parts(const std::vector<partial_info>& parts, const std::vector<std::string>& names);
+/// equal keys (the first difference is named) and every shard exactly once (at most once when not
+/// `complete`). Throws std::runtime_error with one line. Returns the record of the shards held.
+partial_info check_parts(const std::vector<partial_info>& parts, const std::vector<std::string>& names, bool complete = true);
 
 /// The "partial" attribute on the root of an HDF5 file; `name` names the file in messages.
 void write_partial(hid_t file, const partial_info& p, const std::string& name);
