@@ -8,26 +8,25 @@ trained weights (torchvision state dicts, MadryLab robustness checkpoints: docs/
   resnet18_10  torchvision ResNet-18 with 10 classes (for 64x64 attack benchmarks)
 
 Usage: make_models.py OUT_DIR [NAME ...]   (default: fashion_cnn; writes OUT_DIR/NAME.pt)
-       make_models.py OUT_DIR NAME [--weights FILE] [--normalize-inside] [--seed N] [--as STEM]
+       make_models.py OUT_DIR NAME ... [--weights FILE ...] [--normalize-inside] [--seed N] [--as STEM ...]
 
---weights FILE  a torchvision state dict (e.g. torch.hub's alexnet-owt-7be5be79.pth; a DataParallel
-                'module.' prefix is dropped), or a robustness-library checkpoint ({'model': ...} with
-                'module.model.*' and 'module.normalizer.new_mean/new_std'). A robustness model keeps
-                its input normalisation inside, as the library's wrapper does: clamp to [0,1], then
-                (x - new_mean) / new_std. GoogLeNet's auxiliary heads are dropped (unused at
-                inference); with torchvision weights it gets transform_input=True, as torchvision's
-                googlenet(weights=...) does.
+--weights FILE ...  one per NAME: a torchvision state dict (e.g. torch.hub's alexnet-owt-7be5be79.pth;
+                a DataParallel 'module.' prefix is dropped), or a robustness-library checkpoint
+                ({'model': ...} with 'module.model.*' and 'module.normalizer.new_mean/new_std'). A
+                robustness model keeps its input normalisation inside, as the library's wrapper does:
+                clamp to [0,1], then (x - new_mean) / new_std. GoogLeNet's auxiliary heads are dropped
+                (unused at inference); with torchvision weights it gets transform_input=True, as
+                torchvision's googlenet(weights=...) does.
 --normalize-inside  add ImageNet mean/std normalisation in front (no clamp, as torchvision's
-                Normalize): the model then takes [0,1] images, like a robustness model. The added
-                module is 'normalizer'; every other layer keeps its torchvision path (features.1,
-                layer4, inception4b).
+                Normalize), to models without one: they then take [0,1] images, like a robustness
+                model. The added module is 'normalizer'; every other layer keeps its torchvision path
+                (features.1, layer4, inception4b).
 --seed N        seed of the random weights (default 0)
---as STEM       write OUT_DIR/STEM.pt (default NAME)
+--as STEM ...   one per NAME: write OUT_DIR/STEM.pt (default NAME)
 Needs Debian's python3-torch and python3-torchvision; run with /usr/bin/python3.
 """
 import argparse
 import os
-import sys
 
 import torch
 from torch import nn
@@ -151,18 +150,20 @@ def main() -> None:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out")
     p.add_argument("names", nargs="*", default=["fashion_cnn"])
-    p.add_argument("--weights")
+    p.add_argument("--weights", nargs="+")
     p.add_argument("--normalize-inside", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--as", dest="stem")
+    p.add_argument("--as", dest="stems", nargs="+")
     a = p.parse_args()
-    if (a.weights or a.stem) and len(a.names) != 1:
-        p.error("--weights and --as take one model NAME")
+    for opt, values in (("--weights", a.weights), ("--as", a.stems)):
+        if values and len(values) != len(a.names):
+            p.error(f"{opt} takes one value per model NAME ({len(a.names)}), got {len(values)}")
     os.makedirs(a.out, exist_ok=True)
-    for name in a.names:
-        sd, norm = read_weights(a.weights) if a.weights else (None, None)
-        model = assemble(name, sd, norm, a.normalize_inside, a.seed, a.weights)
-        path = os.path.join(a.out, f"{a.stem or name}.pt")
+    for i, name in enumerate(a.names):
+        weights = a.weights[i] if a.weights else None
+        sd, norm = read_weights(weights) if weights else (None, None)
+        model = assemble(name, sd, norm, a.normalize_inside, a.seed, weights)
+        path = os.path.join(a.out, f"{a.stems[i] if a.stems else name}.pt")
         torch.jit.script(model).save(path + ".tmp")
         os.replace(path + ".tmp", path)
         print(path)
