@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Top-K update throughput of shapebias::stats::topk_units (K = 49, rank max) and unit_activity,
 // on a fixture written by benchmarks/topk_benchmark.py (which runs the numpy argpartition side on
-// the same data). Every mode streams batches of 64 rows [B, U, H, W] through the accumulators.
+// the same data). Every mode streams batches of 64 rows [B, U, H, W] through the accumulators; a
+// batch fed to both is scored once (stats::map_scores).
 //
 //   bench_topk check  FIXTURE THREADS RESULT_OUT
 //       one pass over the fixture into topk_units and unit_activity; writes the result (below)
@@ -127,15 +128,21 @@ void write_result(const st::topk_units& t, const st::unit_activity& a, const std
   if (!f) throw std::runtime_error("cannot write " + path);
 }
 
+/// One batch into both accumulators, scored once (as tools/cmd_diversity.cpp does).
+template <class B>
+void feed(st::topk_units& top, st::unit_activity& act, const B& rows, const std::int64_t* ids, unsigned threads) {
+  const st::map_scores s(rows, top.rank(), threads);
+  top.update(s, ids, threads);
+  act.update(s, ids);
+}
+
 int run_check(fixture& fx, unsigned threads, const std::string& out) {
   fx.load(0, fx.n);
   st::topk_units top(fx.u, top_k, st::topk_rank::max);
   st::unit_activity act(fx.thr);
   for (std::size_t j = 0; j < fx.n; j += batch) {
     const std::size_t k = std::min<std::size_t>(batch, fx.n - j);
-    const auto b = fx.rows(j, k);
-    top.update(b, fx.ids.data() + j, threads);
-    act.update(b, fx.ids.data() + j, threads);
+    feed(top, act, fx.rows(j, k), fx.ids.data() + j, threads);
   }
   write_result(top, act, out);
   return top.count() == fx.n && act.count() == fx.n ? 0 : 1;
@@ -153,9 +160,10 @@ int run_rate(fixture& fx, unsigned threads, double budget, bool activity) {
     for (std::size_t j = 0; j < fx.n; j += batch) {
       const std::size_t k = std::min<std::size_t>(batch, fx.n - j);
       for (std::size_t r = 0; r < k; ++r) ids[r] = fx.ids[j + r] + static_cast<std::int64_t>(passes) * span;
-      const auto b = fx.rows(j, k);
-      top.update(b, ids.data(), threads);
-      if (activity) act.update(b, ids.data(), threads);
+      if (activity)
+        feed(top, act, fx.rows(j, k), ids.data(), threads);
+      else
+        top.update(fx.rows(j, k), ids.data(), threads);
       done += k;
     }
     ++passes;
@@ -177,9 +185,7 @@ int run_memory(fixture& fx, std::size_t n, unsigned threads) {
     const std::size_t k = std::min({batch, n - done, static_cast<std::size_t>(fx.n) - j});
     fx.load(j, k);  // stream: only this batch is in memory
     for (std::size_t r = 0; r < k; ++r) ids[r] = fx.ids[j + r] + static_cast<std::int64_t>(cycle) * span;
-    const auto b = fx.rows(0, k);
-    top.update(b, ids.data(), threads);
-    act.update(b, ids.data(), threads);
+    feed(top, act, fx.rows(0, k), ids.data(), threads);
     done += k;
     j += k;
     if (j == fx.n) j = 0, ++cycle;

@@ -17,8 +17,8 @@ the partition key is one uint64 per entry (order-preserving float32 bits, then t
 the K-th place are broken as in C++ (higher score, then lower id). At the end a full sort with the
 same rule (np.lexsort). Final ids and scores per unit, the argmax positions, and the activity
 counts and maxima are compared exactly with the C++ result at 1 and 2 threads. numpy runs on one
-thread; the C++ side computes the spatial max twice when fed to both accumulators (each update
-scores its batch), which the "top-K only" line separates out.
+thread; the C++ side scores each batch once for both accumulators (stats::map_scores, as
+`shapebias diversity` does), and the "top-K only" line feeds topk_units alone.
 
 Build first (nothing is built here):
   cmake --build BUILD --target bench_topk
@@ -215,7 +215,7 @@ def main():
                 row.append(f"N = {n:5d}: {int(hwm) / 1024:6.1f} MiB ({float(secs):4.1f} s)")
             print(f"  peak memory (VmHWM, {args.threads} threads), top-K + activity: " + ";  ".join(row))
             print(f"    of which top-K state {int(kept) / 2**20:.1f} MiB (U x K x 32 B + slack), batch buffer "
-                  f"{B * values * 4 / 2**20:.1f} MiB, batch scores {B * u * 16 / 2**20:.1f} MiB transient")
+                  f"{B * values * 4 / 2**20:.1f} MiB, batch scores {B * u * 8 / 2**20:.1f} MiB transient")
             del fx, acts, ref, got
 
 

@@ -116,8 +116,9 @@ network top_inputs(const std::string& name, const std::string& input, const dive
       if (!b->rows()) continue;
       for (auto& l : net.layers) {
         try {
-          l.top->update(b->data[l.index], b->ids.data(), threads);
-          l.activity->update(b->data[l.index], b->ids.data(), threads);
+          const stats::map_scores s(b->data[l.index], l.top->rank(), threads);  // read once for both
+          l.top->update(s, b->ids.data(), threads);
+          l.activity->update(s, b->ids.data());
         } catch (const std::domain_error& e) {
           throw std::runtime_error(quote_name(input) + " layer '" + l.name + "': " + e.what());
         }

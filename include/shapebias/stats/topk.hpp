@@ -15,6 +15,8 @@
 //                  size, thread count or merge order.
 //   unit_activity  per unit: rows whose spatial max exceeds the unit's threshold (strictly), and
 //                  the running maximum over the data (a unit is dead when it is ≤ ε).
+//   map_scores     a batch's scores, computed once; both accumulators take it in place of the
+//                  batch, so a batch fed to both is read once.
 //
 // NaN and ±Inf are refused (std::domain_error naming row, input id and unit) before the
 // accumulator changes.
@@ -24,6 +26,7 @@
 #include <xtensor/xbuilder.hpp>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -31,6 +34,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "shapebias/stats/detail.hpp"
@@ -68,73 +72,155 @@ namespace detail {
 inline constexpr double max_exact_id = 9007199254740992.0;  // 2^53
 inline constexpr std::int64_t max_exact_int = std::int64_t(1) << 53;
 
-/// The scores of one batch, checked: right unit count, every value finite. Throws before the
-/// caller changes anything. `rows` = rows already seen (for messages); `ids` may be nullptr (the
-/// row number is then the id).
-struct batch_scores {
-  template <class E>
-  batch_scores(const xt::xexpression<E>& e, std::size_t units, topk_rank rank, const std::int64_t* ids,
-               std::uint64_t rows, const char* who, unsigned threads) {
-    using T = std::conditional_t<std::is_same_v<std::remove_cv_t<typename E::value_type>, float>, float, double>;
-    const row_major_block<T> x(e);
-    const auto& s = x.shape();
-    if ((s.size() != 2 && s.size() != 4) || s[1] != units)
-      throw std::invalid_argument(std::string(who) + " update expects [B, " + std::to_string(units) + ", H, W] or [B, " +
-                                  std::to_string(units) + "], got " + shape_string(s));
-    b = s[0];
-    w = s.size() == 4 ? s[3] : 1;
-    const std::size_t per = s.size() == 4 ? s[2] * s[3] : 1;
-    if (per == 0 && b * units > 0) throw std::invalid_argument(std::string(who) + ": empty maps " + shape_string(s));
-    score.resize(b * units);
-    pos.resize(b * units);
-    parallel_for(b * units, threads, [&](std::size_t i0, std::size_t i1) {
-      for (std::size_t i = i0; i < i1; ++i) {
-        const T* p = x.data() + i * per;
-        std::size_t best = 0;
-        double sum = 0;
-        bool finite = true;
-        for (std::size_t j = 0; j < per; ++j) {
-          if (!std::isfinite(p[j])) {
-            finite = false;
-            best = j;
-            break;
-          }
-          if (p[j] > p[best]) best = j;
-          sum += static_cast<double>(p[j]);
-        }
-        // A map with NaN/Inf scores as that value, so the check below finds it.
-        score[i] = !finite || rank == topk_rank::max ? static_cast<double>(p[best]) : sum / static_cast<double>(per);
-        pos[i] = best;
-      }
-    });
-    for (std::size_t i = 0; i < b * units; ++i)
-      if (!std::isfinite(score[i])) {
-        const std::size_t r = i / units;
-        throw std::domain_error(std::string(who) + ": row " + std::to_string(rows + r) + " (input id " +
-                                std::to_string(id(ids, rows, r)) + "), unit " + std::to_string(i % units) + " holds " +
-                                (std::isnan(score[i]) ? "NaN" : "Inf") + " (scores need finite values)");
-      }
+/// Refuses a batch shape other than [B, units, H, W] or [B, units], or empty maps.
+inline void expect_batch(const std::vector<std::size_t>& s, std::size_t units, const std::string& who) {
+  if ((s.size() != 2 && s.size() != 4) || s[1] != units)
+    throw std::invalid_argument(who + " update expects [B, " + std::to_string(units) + ", H, W] or [B, " +
+                                std::to_string(units) + "], got " + shape_string(s));
+  if (s.size() == 4 && s[2] * s[3] == 0 && s[0] * units > 0)
+    throw std::invalid_argument(who + ": empty maps " + shape_string(s));
+}
+
+/// The input id of row r of a batch: ids[r], or the running row number when ids is nullptr.
+inline std::int64_t row_id(const std::int64_t* ids, std::uint64_t rows, std::size_t r) {
+  return ids ? ids[r] : static_cast<std::int64_t>(rows + r);
+}
+
+/// The largest of p[0, n) (n ≥ 1; with ±0 the first one's sign is not kept) and whether every
+/// value is finite, in one pass. The values are compared through an order-preserving integer image
+/// of their bits (sign-magnitude to two's complement): integer max and or reductions vectorise
+/// without -ffast-math, floating-point ones do not.
+template <class T>
+std::pair<T, bool> max_and_finite(const T* p, std::size_t n) noexcept {
+  using I = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+  static_assert(sizeof(I) == sizeof(T) && std::numeric_limits<T>::is_iec559);
+  constexpr I magnitude = std::numeric_limits<I>::max();                     // every bit but the sign
+  constexpr I exponent = std::bit_cast<I>(std::numeric_limits<T>::infinity());  // all set: Inf or NaN
+  constexpr int sign = 8 * sizeof(I) - 1;
+  I best = std::numeric_limits<I>::min(), inf_or_nan = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    const I b = std::bit_cast<I>(p[j]);
+    inf_or_nan |= (b & exponent) == exponent;
+    const I key = b ^ ((b >> sign) & magnitude);  // increases with the value
+    best = key > best ? key : best;
   }
-  static std::int64_t id(const std::int64_t* ids, std::uint64_t rows, std::size_t r) {
-    return ids ? ids[r] : static_cast<std::int64_t>(rows + r);
-  }
-  std::size_t b = 0, w = 1;
-  std::vector<double> score;     // [B, U]
-  std::vector<std::size_t> pos;  // [B, U], flat argmax index y·W + x
-};
+  return {std::bit_cast<T>(best ^ ((best >> sign) & magnitude)), inf_or_nan == 0};
+}
+
+/// float batches are read as float, others as double.
+template <class E>
+using score_value_t = std::conditional_t<std::is_same_v<std::remove_cv_t<typename E::value_type>, float>, float, double>;
 
 }  // namespace detail
 
+/// One batch [B, U, H, W] (or [B, U]) scored once: the spatial max of every map, and its spatial
+/// mean when `rank` is mean (see the file comment), computed on `threads` threads over the maps.
+/// topk_units::update and unit_activity::update take it in place of the batch, so a batch fed to
+/// both is read once:
+///
+///   const stats::map_scores s(batch, top.rank(), threads);
+///   top.update(s, ids, threads);
+///   activity.update(s, ids);
+///
+/// The argmax of a map is found on demand (argmax()), so only for rows that enter a top-K. A map
+/// holding NaN or Inf is recorded, not refused, so that each accumulator refuses it in its own
+/// words (require_finite). The batch is read in place when it is row-major float or double (else
+/// copied): it must outlive this object, which cannot be copied.
+template <class T>
+class map_scores {
+ public:
+  /// @throws std::invalid_argument unless the batch is [B, U, H, W] or [B, U] with non-empty maps
+  template <class E>
+  explicit map_scores(const xt::xexpression<E>& batch, topk_rank rank = topk_rank::max, unsigned threads = 1)
+      : block_(batch) {
+    const auto& s = block_.shape();
+    if (s.size() != 2 && s.size() != 4)
+      throw std::invalid_argument("map_scores expects a batch [B, U, H, W] or [B, U], got " + detail::shape_string(s));
+    detail::expect_batch(s, s[1], "map_scores");
+    w_ = s.size() == 4 ? s[3] : 1;
+    per_ = s.size() == 4 ? s[2] * s[3] : 1;
+    const std::size_t n = s[0] * s[1];
+    max_.resize(n);
+    if (rank == topk_rank::mean) mean_.resize(n);
+    detail::parallel_for(n, threads, [&](std::size_t i0, std::size_t i1) {
+      for (std::size_t i = i0; i < i1; ++i) {
+        const T* p = map(i);
+        auto [m, finite] = detail::max_and_finite(p, per_);
+        if (!finite) {
+          max_[i] = std::numeric_limits<double>::quiet_NaN();  // found by the scan below
+          continue;
+        }
+        if (m == 0) m = *std::find(p, p + per_, m);  // −0 or +0: the first one's sign, as std::max keeps
+        max_[i] = static_cast<double>(m);
+        if (!mean_.empty()) {
+          double sum = 0;  // in order: the mean does not depend on the thread count
+          for (std::size_t j = 0; j < per_; ++j) sum += static_cast<double>(p[j]);
+          mean_[i] = sum / static_cast<double>(per_);
+        }
+      }
+    });
+    const auto bad = std::find_if(max_.begin(), max_.end(), [](double v) { return std::isnan(v); });
+    bad_ = static_cast<std::size_t>(bad - max_.begin());
+  }
+  map_scores(const map_scores&) = delete;
+  map_scores& operator=(const map_scores&) = delete;
+
+  /// The batch's shape.
+  const std::vector<std::size_t>& shape() const noexcept { return block_.shape(); }
+  std::size_t rows() const noexcept { return shape()[0]; }
+  std::size_t units() const noexcept { return shape()[1]; }
+  bool has_mean() const noexcept { return !mean_.empty(); }
+
+  /// The spatial max of unit u in row r: the value of its first maximum (NaN for a map holding
+  /// NaN or Inf).
+  double max(std::size_t r, std::size_t u) const noexcept { return max_[r * units() + u]; }
+  /// The spatial mean (summed in double, in row-major order); only when has_mean().
+  double mean(std::size_t r, std::size_t u) const noexcept { return mean_[r * units() + u]; }
+  /// The position (y, x) of the first maximum of the map of unit u in row r, in row-major order
+  /// ((0, 0) for [B, U]). Found now: one pass over the map, up to that maximum.
+  std::pair<std::size_t, std::size_t> argmax(std::size_t r, std::size_t u) const noexcept {
+    const T* p = map(r * units() + u);
+    const auto j = static_cast<std::size_t>(std::find(p, p + per_, static_cast<T>(max(r, u))) - p);
+    return {j / w_, j % w_};
+  }
+
+  /// @throws std::domain_error "<who>: row <rows + r> (input id <id>), unit <u> holds NaN|Inf ..."
+  ///         for the first map (row-major over [B, U]) that holds NaN or Inf; its first such value
+  ///         names the kind. `rows` = the rows the accumulator has seen; ids as in its update.
+  void require_finite(const std::string& who, std::uint64_t rows, const std::int64_t* ids) const {
+    if (bad_ == max_.size()) return;
+    const T* p = map(bad_);
+    const T v = *std::find_if(p, p + per_, [](T x) { return !std::isfinite(x); });
+    const std::size_t r = bad_ / units();
+    throw std::domain_error(who + ": row " + std::to_string(rows + r) + " (input id " +
+                            std::to_string(detail::row_id(ids, rows, r)) + "), unit " + std::to_string(bad_ % units()) +
+                            " holds " + (std::isnan(v) ? "NaN" : "Inf") + " (scores need finite values)");
+  }
+
+ private:
+  const T* map(std::size_t i) const noexcept { return block_.data() + i * per_; }
+
+  detail::row_major_block<T> block_;
+  std::size_t w_ = 1, per_ = 1;
+  std::vector<double> max_, mean_;  // [B, U]
+  std::size_t bad_ = 0;             // the first map holding NaN or Inf; B·U when none
+};
+
+template <class E>
+map_scores(const xt::xexpression<E>&, topk_rank = topk_rank::max, unsigned = 1) -> map_scores<detail::score_value_t<E>>;
+
 /// Streaming per-unit top-K rows (paper-spec §5.1; the default K = 49 there is unconfirmed).
 ///
-/// Algorithm. Per unit a bounded heap of at most K entries whose root is the lowest-ranked kept
-/// entry; a new row replaces the root when it ranks before it. Units are independent and each
+/// Algorithm. A batch is scored once (map_scores). Per unit a bounded heap of at most K entries
+/// whose root is the lowest-ranked kept entry; a new row replaces the root when it ranks before it.
+/// Once the heap is full most rows score below the root and are passed over after one comparison;
+/// only the others have their argmax found and enter the heap. Units are independent and each
 /// unit's heap is changed by one thread only. merge inserts the other accumulator's entries: the
 /// result equals one pass over the concatenated rows, exactly (scores are compared, never summed).
 ///
 /// Memory. At most K entries of 32 bytes per unit (plus std::vector growth slack, capacity < 2K),
 /// whatever the number of rows; retained_bytes() reports it. Each update also holds the batch's
-/// B × U scores and positions (16 bytes each) while it runs.
+/// B × U scores (8 bytes each, 16 when ranking by the mean) while it runs.
 ///
 /// Ids. `update` takes one int64 id per row (nullptr: the running row number, which repeats across
 /// shards, so give ids to anything that will be merged). Ids are meant to be unique; they must lie
@@ -154,21 +240,46 @@ class topk_units {
   ///         or Inf (naming row, id and unit). Nothing changes when it throws.
   template <class E>
   void update(const xt::xexpression<E>& batch, const std::int64_t* ids = nullptr, unsigned threads = 1) {
-    const detail::batch_scores s(batch, units(), rank_, ids, rows_, "topk_units", threads);
+    const auto& shape = batch.derived_cast().shape();
+    detail::expect_batch({shape.begin(), shape.end()}, units(), "topk_units");
+    update(map_scores(batch, rank_, threads), ids, threads);
+  }
+
+  /// Adds a batch already scored (see map_scores): the same as update(batch, ids, threads).
+  /// @throws as update(batch), and std::invalid_argument when ranking by the mean and `s` has no means.
+  template <class T>
+  void update(const map_scores<T>& s, const std::int64_t* ids = nullptr, unsigned threads = 1) {
+    detail::expect_batch(s.shape(), units(), "topk_units");
+    if (rank_ == topk_rank::mean && !s.has_mean())
+      throw std::invalid_argument("topk_units ranks by the spatial mean: score the batch with topk_rank::mean");
+    s.require_finite("topk_units", rows_, ids);
     if (ids)
-      for (std::size_t r = 0; r < s.b; ++r)
+      for (std::size_t r = 0; r < s.rows(); ++r)
         if (ids[r] > detail::max_exact_int || ids[r] < -detail::max_exact_int)
           throw std::invalid_argument("topk_units: input id " + std::to_string(ids[r]) + " of row " +
                                       std::to_string(rows_ + r) + " is beyond ±2^53 (ids are saved as float64)");
-    const std::size_t nu = units();
-    detail::parallel_for(nu, threads, [&](std::size_t u0, std::size_t u1) {
-      for (std::size_t u = u0; u < u1; ++u)
-        for (std::size_t r = 0; r < s.b; ++r) {
-          const std::size_t i = r * nu + u;
-          push(heaps_[u], {s.score[i], detail::batch_scores::id(ids, rows_, r), s.pos[i] / s.w, s.pos[i] % s.w});
+    detail::parallel_for(units(), threads, [&](std::size_t u0, std::size_t u1) {
+      // The root's score and id of each unit's heap, side by side (−Inf while the heap is not
+      // full): most rows rank after the root on these alone and stop there, without visiting the
+      // heap or finding their argmax.
+      std::vector<std::pair<double, std::int64_t>> root(u1 - u0, {-std::numeric_limits<double>::infinity(), 0});
+      auto set_root = [&](std::size_t u) {
+        if (heaps_[u].size() == k_) root[u - u0] = {heaps_[u].front().score, heaps_[u].front().id};
+      };
+      for (std::size_t u = u0; u < u1; ++u) set_root(u);
+      for (std::size_t r = 0; r < s.rows(); ++r) {  // rows outside: the scores are read in order
+        const std::int64_t id = detail::row_id(ids, rows_, r);
+        for (std::size_t u = u0; u < u1; ++u) {
+          const double v = rank_ == topk_rank::max ? s.max(r, u) : s.mean(r, u);
+          const auto [score, root_id] = root[u - u0];
+          if (v < score || (v == score && id > root_id)) continue;
+          const auto [y, x] = s.argmax(r, u);
+          push(heaps_[u], {v, id, y, x});
+          set_root(u);
         }
+      }
     });
-    rows_ += s.b;
+    rows_ += s.rows();
   }
 
   /// Adds another accumulator's rows. Refuses another U, K or ranking.
@@ -303,15 +414,24 @@ class unit_activity {
   /// @throws std::invalid_argument on a wrong shape; std::domain_error on NaN or Inf, before any change.
   template <class E>
   void update(const xt::xexpression<E>& batch, const std::int64_t* ids = nullptr, unsigned threads = 1) {
-    const detail::batch_scores s(batch, units(), topk_rank::max, ids, rows_, "unit_activity", threads);
+    const auto& shape = batch.derived_cast().shape();
+    detail::expect_batch({shape.begin(), shape.end()}, units(), "unit_activity");
+    update(map_scores(batch, topk_rank::max, threads), ids);
+  }
+
+  /// Adds a batch already scored (see map_scores): the same as update(batch, ids).
+  template <class T>
+  void update(const map_scores<T>& s, const std::int64_t* ids = nullptr) {
+    detail::expect_batch(s.shape(), units(), "unit_activity");
+    s.require_finite("unit_activity", rows_, ids);
     const std::size_t nu = units();
-    for (std::size_t r = 0; r < s.b; ++r)
+    for (std::size_t r = 0; r < s.rows(); ++r)
       for (std::size_t u = 0; u < nu; ++u) {
-        const double v = s.score[r * nu + u];
+        const double v = s.max(r, u);
         above_[u] += v > t_[u];
         max_[u] = std::max(max_[u], v);
       }
-    rows_ += s.b;
+    rows_ += s.rows();
   }
 
   /// Adds another accumulator's rows. Refuses other units or thresholds.

@@ -14,10 +14,13 @@
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "shapebias/stats/topk.hpp"
 
+using shapebias::stats::map_scores;
 using shapebias::stats::ranks_before;
 using shapebias::stats::topk_entry;
 using shapebias::stats::topk_rank;
@@ -258,6 +261,112 @@ TEST_CASE("topk: errors leave the accumulator unchanged", "[stats][topk]") {
     CHECK_THROWS_AS(t.update(batch(4, 3, 2, 2, 3, 0), huge.data()), std::invalid_argument);
   }
   CHECK(same(t, before));
+}
+
+TEST_CASE("map_scores: max, mean and argmax against a direct loop, float and double", "[stats][topk]") {
+  // Normal values (negative ones included), some maps all negative, some holding subnormals.
+  std::mt19937 gen(17);
+  std::normal_distribution<double> d(0.0, 1.0);
+  xt::xarray<double> x = xt::zeros<double>({5, 7, 3, 5});
+  for (auto& v : x) v = d(gen);
+  xt::view(x, 1, 2) = xt::view(x, 1, 2) - 10.0;
+  xt::view(x, 2, 3) = xt::view(x, 2, 3) * 1e-310;
+  const xt::xarray<float> xf = x;
+  auto check = [](const auto& a, const auto& s) {
+    const std::size_t per = 15;
+    for (std::size_t r = 0; r < 5; ++r)
+      for (std::size_t u = 0; u < 7; ++u) {
+        const auto* p = a.data() + (r * 7 + u) * per;
+        std::size_t arg = 0;
+        double sum = 0;
+        for (std::size_t j = 0; j < per; ++j) {
+          if (p[j] > p[arg]) arg = j;
+          sum += double(p[j]);
+        }
+        CHECK(s.max(r, u) == double(p[arg]));
+        CHECK(s.mean(r, u) == sum / double(per));
+        CHECK(s.argmax(r, u) == std::pair<std::size_t, std::size_t>{arg / 5, arg % 5});
+      }
+  };
+  for (unsigned threads : {1u, 2u}) {
+    const map_scores sd(x, topk_rank::mean, threads);
+    const map_scores sf(xf, topk_rank::mean, threads);
+    static_assert(std::is_same_v<decltype(sd), const map_scores<double>>);
+    static_assert(std::is_same_v<decltype(sf), const map_scores<float>>);
+    CHECK(sd.rows() == 5);
+    CHECK(sd.units() == 7);
+    CHECK(sd.has_mean());
+    check(x, sd);
+    check(xf, sf);
+  }
+  CHECK_FALSE(map_scores(xf).has_mean());
+  CHECK_THROWS_AS(map_scores(xt::xarray<float>(xt::zeros<float>({2, 3, 4}))), std::invalid_argument);
+  CHECK_THROWS_AS(map_scores(xt::xarray<float>(xt::zeros<float>({2, 3, 0, 4}))), std::invalid_argument);
+}
+
+TEST_CASE("map_scores: signed zeros score as the first maximum", "[stats][topk]") {
+  // Maps 1 × 3: the first zero decides the sign of the score, as a first-maximum loop finds it.
+  const float z = 0.0f, nz = -0.0f;
+  const xt::xarray<float> x = {{{{nz, z, -1.0f}}, {{z, nz, -1.0f}}}, {{{-1.0f, nz, z}}, {{-2.0f, -1.0f, nz}}}};
+  const map_scores s(x);
+  CHECK(std::signbit(s.max(0, 0)));
+  CHECK_FALSE(std::signbit(s.max(0, 1)));
+  CHECK(std::signbit(s.max(1, 0)));
+  CHECK(s.argmax(1, 0) == std::pair<std::size_t, std::size_t>{0, 1});
+  CHECK(std::signbit(s.max(1, 1)));
+  topk_units t(2, 1);
+  unit_activity a(2);
+  t.update(s);
+  a.update(s);
+  CHECK(std::signbit(t.result(0)[0].score));  // row 0 (id 0) ranks first among the tied zeros
+  CHECK_FALSE(std::signbit(t.result(1)[0].score));
+  CHECK(std::signbit(a.max(0)));  // std::max keeps the first of equal maxima
+  CHECK_FALSE(std::signbit(a.max(1)));
+}
+
+TEST_CASE("map_scores: one scoring fed to both accumulators equals their own updates", "[stats][topk]") {
+  const std::size_t n = 200, units = 6, k = 9;
+  const auto ids = shuffled_ids(n, 12);
+  const auto x = batch(n, units, 3, 4, 29, 4);
+  const std::vector<double> thresholds = {0.0, 1.0, 2.0, 3.0, 0.5, 2.5};
+  for (const auto rank : {topk_rank::max, topk_rank::mean}) {
+    topk_units own(units, k, rank), once(units, k, rank);
+    unit_activity own_a(thresholds), once_a(thresholds);
+    for (std::size_t r = 0; r < n; r += 64) {
+      const xt::xarray<float> b = xt::view(x, xt::range(r, std::min(n, r + 64)));
+      own.update(b, ids.data() + r);
+      own_a.update(b, ids.data() + r);
+      const map_scores s(b, rank, 2);
+      once.update(s, ids.data() + r, 2);
+      once_a.update(s, ids.data() + r);
+    }
+    CHECK(same(once, own));
+    for (std::size_t u = 0; u < units; ++u) {
+      CHECK(once.result(u) == full_sort(x, ids, u, k, rank));
+      CHECK(once_a.above(u) == own_a.above(u));
+      CHECK(once_a.max(u) == own_a.max(u));
+    }
+    CHECK(once_a.count() == n);
+  }
+  SECTION("errors name the accumulator and leave it unchanged") {
+    topk_units t(units, k, topk_rank::mean);
+    unit_activity a(thresholds);
+    const xt::xarray<float> b = xt::view(x, xt::range(0, 10));
+    t.update(b, ids.data());
+    a.update(b, ids.data());
+    const topk_units before = t;
+    CHECK_THROWS_WITH(t.update(map_scores(b), ids.data()), Catch::Contains("spatial mean"));
+    auto bad = b;
+    bad(3, 4, 2, 1) = std::numeric_limits<float>::infinity();
+    bad(5, 0, 0, 0) = std::numeric_limits<float>::quiet_NaN();
+    const map_scores s(bad, topk_rank::mean);
+    CHECK_THROWS_WITH(t.update(s, ids.data() + 10), Catch::Contains("topk_units: row 13 (input id " +
+                                                                    std::to_string(ids[13]) + "), unit 4 holds Inf"));
+    CHECK_THROWS_WITH(a.update(s), Catch::Contains("unit_activity: row 13 (input id 13), unit 4 holds Inf"));
+    CHECK_THROWS_WITH(unit_activity(units + 1).update(s), Catch::Contains("[B, 7, H, W] or [B, 7], got [10, 6, 3, 4]"));
+    CHECK(same(t, before));
+    CHECK(a.count() == 10);
+  }
 }
 
 TEST_CASE("unit_activity: sparsity and dead units on constructed activations", "[stats][topk]") {
