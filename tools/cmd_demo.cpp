@@ -124,6 +124,7 @@ void run(const demo_options& o, nlohmann::json rec) {
   constexpr double eps_list[] = {0.05, 0.1, 0.2};
   // train ×2, eval, tv ×2, probe, dissect, diversity, report, and an attack per model and ε.
   demo d(o, 9 + 2 * static_cast<int>(std::size(eps_list)));
+  fs::remove(d.path("demo.json"));  // a previous run's record must not outlive a failing step
   const std::string threads = std::to_string(resolved_threads(o.common.threads));
   // The children's summaries go to logs/ (they show no progress there: their stderr is not a terminal).
   const std::vector<std::string> common{"-@", threads, "--device", o.common.device};
@@ -199,22 +200,27 @@ void run(const demo_options& o, nlohmann::json rec) {
     out.write("provenance.json", r.dump(2) + "\n");
     out.commit();
   }
-  // 10. What was run, with which sizes.
-  rec["params"] = {{"preset", z.name},
-                   {"data", o.data},
-                   {"sizes", {{"train_limit", z.train_limit}, {"epochs", z.epochs}, {"pgd_steps", z.pgd_steps},
-                              {"eval_images", z.eval_images}, {"tv_images", z.tv_images}, {"probe_images", z.probe_images},
-                              {"diversity_images", z.diversity_images}, {"top_k", z.top_k}, {"attack_images", z.attack_images}}},
-                   {"steps", d.steps()}};
-  rec["finished"] = io::utc_now();
-  {
-    std::ofstream f(d.path("demo.json"));
+  // 10. What was run, with which sizes: demo.json, written before the report (which shows it) and
+  // again after it; only the last write, when every step succeeded, records "finished".
+  auto write_record = [&] {
+    rec["params"] = {{"preset", z.name},
+                     {"data", o.data},
+                     {"sizes", {{"train_limit", z.train_limit}, {"epochs", z.epochs}, {"pgd_steps", z.pgd_steps},
+                                {"eval_images", z.eval_images}, {"tv_images", z.tv_images}, {"probe_images", z.probe_images},
+                                {"diversity_images", z.diversity_images}, {"top_k", z.top_k}, {"attack_images", z.attack_images}}},
+                     {"steps", d.steps()}};
+    const auto tmp = d.path("demo.json.partial");
+    std::ofstream f(tmp);
     f << rec.dump(2) << "\n";
-    if (!f) throw io_error(quote_name(d.path("demo.json")) + ": cannot write");
-  }
+    if (!f.flush()) throw io_error(quote_name(tmp) + ": cannot write");
+    fs::rename(tmp, d.path("demo.json"));
+  };
+  write_record();
   // 11. The report.
   if (o.no_report) d.skip("report", "--no-report");
   else d.step("report", "the HTML report", {"report", o.output, "--quiet"});
+  rec["finished"] = io::utc_now();
+  write_record();
   if (!o.common.quiet)
     std::fprintf(stderr, "demo: done in %.0f s; open %s/report/index.html\n", d.elapsed(), o.output.c_str());
 }

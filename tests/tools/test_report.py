@@ -20,20 +20,11 @@ import pytest
 from conftest import one_error_line
 
 
-@pytest.fixture(scope="module")
-def demo(sb, tmp_path_factory):
-    """The tiny demo's results folder, without its report (about two minutes on 2 cores)."""
-    out = tmp_path_factory.mktemp("demo") / "results"
-    p = sb("demo", "--preset", "tiny", "--no-report", "-o", out, timeout=1200)
-    assert p.returncode == 0, p.stderr.decode()
-    return out
-
-
 @pytest.fixture
-def results(demo, tmp_path):
-    """A copy of the demo's results that a test may change."""
+def results(demo_results, tmp_path):
+    """A copy of the tiny demo's results (conftest.py; its own report included) that a test may change."""
     dst = tmp_path / "results"
-    shutil.copytree(demo, dst)
+    shutil.copytree(demo_results, dst, ignore=lambda d, names: ["report"] if d == str(demo_results) else [])
     return dst
 
 
