@@ -86,10 +86,10 @@ inline std::int64_t row_id(const std::int64_t* ids, std::uint64_t rows, std::siz
   return ids ? ids[r] : static_cast<std::int64_t>(rows + r);
 }
 
-/// The largest of p[0, n) (n ≥ 1; with ±0 the first one's sign is not kept) and whether every
-/// value is finite, in one pass. The values are compared through an order-preserving integer image
-/// of their bits (sign-magnitude to two's complement): integer max and or reductions vectorise
-/// without -ffast-math, floating-point ones do not.
+/// The largest of p[0, n) (n ≥ 1; of −0 and +0, +0) and whether every value is finite, in one
+/// pass. The values are compared through an order-preserving integer image of their bits
+/// (sign-magnitude to two's complement): integer max and or reductions vectorise without
+/// -ffast-math, floating-point ones do not.
 template <class T>
 std::pair<T, bool> max_and_finite(const T* p, std::size_t n) noexcept {
   using I = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
@@ -150,7 +150,7 @@ class map_scores {
           max_[i] = std::numeric_limits<double>::quiet_NaN();  // found by the scan below
           continue;
         }
-        if (m == 0) m = *std::find(p, p + per_, m);  // −0 or +0: the first one's sign, as std::max keeps
+        if (m == 0) m = *std::find(p, p + per_, m);  // the first zero's sign, as a first-maximum loop gives
         max_[i] = static_cast<double>(m);
         if (!mean_.empty()) {
           double sum = 0;  // in order: the mean does not depend on the thread count
