@@ -208,17 +208,31 @@ double mean(const std::vector<double>& v) {
   return n ? s / n : std::nan("");
 }
 
-/// A grid of crops (ceil(√K) per row) of the top-K images of one unit around each argmax.
+/// The resize and centre crop that made a network's activations, from its provenance (recorded by
+/// the dump that ran the model, live or into a store); none when not recorded.
+preprocessing recorded_view(const nlohmann::json& provenance) {
+  preprocessing p;
+  const auto id = source_identity(provenance);
+  if (id.is_object() && id["preprocessing"].is_object()) {
+    p.resize = id["preprocessing"].value("resize_shorter", 0);
+    p.crop = id["preprocessing"].value("center_crop", 0);
+  }
+  return p;
+}
+
+/// A grid of crops (ceil(√K) per row) of the top-K images of one unit around each argmax; `pre`:
+/// the resize and crop the activations were made with.
 void write_grid(const std::string& path, const dataset& data, const std::vector<stats::topk_entry>& top,
-                const std::vector<std::size_t>& shape, std::size_t crop) {
+                const std::vector<std::size_t>& shape, std::size_t crop, const preprocessing& pre) {
   const std::size_t cols = static_cast<std::size_t>(std::ceil(std::sqrt(static_cast<double>(top.size()))));
   const std::size_t rows = (top.size() + cols - 1) / cols;
   std::optional<image> grid;
-  std::size_t c = crop;  // the cell size, one for the whole grid: --grid-crop, or half the first image
+  std::size_t c = crop;  // the cell size, one for the whole grid: --grid-crop, or half the first preprocessed image
   for (std::size_t j = 0; j < top.size(); ++j) {
     const auto img = convert_channels(data.load(static_cast<std::size_t>(top[j].id)), 3);
     const std::size_t mh = shape.size() == 3 ? shape[1] : 1, mw = shape.size() == 3 ? shape[2] : 1;
-    if (!c) c = static_cast<std::size_t>(std::max(img.height, img.width)) / 2;
+    const auto g = preprocessed_view(img.height, img.width, pre);  // the region the map sees
+    if (!c) c = static_cast<std::size_t>(std::max(g.height * g.scale_y, g.width * g.scale_x) / 2);
     if (!grid) {
       grid.emplace();
       grid->height = static_cast<int>(rows * (c + 1) + 1);
@@ -226,9 +240,10 @@ void write_grid(const std::string& path, const dataset& data, const std::vector<
       grid->channels = 3;
       grid->pixels.assign(static_cast<std::size_t>(grid->height * grid->width * 3), 255);
     }
-    // The argmax cell's centre, mapped proportionally onto the image (no receptive-field offsets).
-    const double cy = (static_cast<double>(top[j].y) + 0.5) * img.height / static_cast<double>(mh);
-    const double cx = (static_cast<double>(top[j].x) + 0.5) * img.width / static_cast<double>(mw);
+    // The argmax cell's centre, mapped proportionally onto the preprocessed image (no receptive-field
+    // offsets), then back through its crop and resize onto the image.
+    const double cy = g.source_y((static_cast<double>(top[j].y) + 0.5) * g.height / static_cast<double>(mh));
+    const double cx = g.source_x((static_cast<double>(top[j].x) + 0.5) * g.width / static_cast<double>(mw));
     const long y0 = static_cast<long>(std::lround(cy - static_cast<double>(c) / 2)), x0 = static_cast<long>(std::lround(cx - static_cast<double>(c) / 2));
     const std::size_t gy = (j / cols) * (c + 1) + 1, gx = (j % cols) * (c + 1) + 1;
     for (std::size_t y = 0; y < c; ++y)
@@ -508,7 +523,8 @@ void write_diversity(diversity_result& r, const diversity_options& o, nlohmann::
               << csv_number(l.activity->threshold(u)) << "," << csv_number(frac[u]) << "," << csv_number(l.activity->max(u)) << ","
               << is_dead << "," << status << "\n";
         if (u < o.grids)
-          write_grid(out.path("grids/" + n.name + "_" + l.name + "_unit" + std::to_string(u) + ".png"), *data, top, l.shape, o.crop);
+          write_grid(out.path("grids/" + n.name + "_" + l.name + "_unit" + std::to_string(u) + ".png"), *data, top, l.shape, o.crop,
+                     recorded_view(n.provenance));
       }
       layers << n.name << "," << l.name << "," << U << "," << n.rows << "," << dead << "," << csv_number(mean(distinct)) << ","
              << csv_number(median(distinct)) << "," << csv_number(mean(entropy)) << "," << csv_number(mean(cosd)) << ","
@@ -627,7 +643,7 @@ int run_diversity(std::span<char*> args) {
       ->group("Sparsity")->capture_default_str();
   app.add_option("--grids", o.grids, "Write image grids of the top-K inputs, cropped around the argmax, for the first N units "
                                      "of each layer (needs --data)")->group("Output")->capture_default_str();
-  app.add_option("--grid-crop", o.crop, "Grid crop size in image pixels [half the image]")->group("Output");
+  app.add_option("--grid-crop", o.crop, "Grid crop size in image pixels [half the preprocessed image]")->group("Output");
   app.add_option("-o,--output", o.output, "Output folder: units.csv, layers.csv, differences.csv (two networks: R - S per "
                                           "layer), diversity.h5 (top-K ids, activity), grids/, provenance.json")->required()->group("Output");
   add_shard_options(app, o.data.shard, o.mpi);

@@ -374,3 +374,68 @@ def test_all_zero_embedding_gives_l2_only(sb, stores, tmp_path):
         l2 = np.linalg.norm(x[:, None] - x[None], axis=2)[np.triu_indices(5, 1)].mean()
         assert float(units[u]["mean_l2_distance"]) == pytest.approx(l2, rel=1e-8)
         assert (units[u]["mean_cosine_distance"] == "") == (victim in [i for i, _ in t])
+
+
+# (width, height) of each image and where its bright spot is (row, column), inside every centre crop below.
+SPOTS = [((120, 40), (14, 66)), ((40, 90), (52, 12)), ((64, 64), (20, 44)), ((30, 50), (30, 8))]
+
+
+@pytest.fixture(scope="module")
+def spot_folder(tmp_path_factory):
+    """An ImageFolder of black images of several sizes and aspect ratios, each with one bright
+    pyramid (peak 255 at a known pixel, 25 levels less per ring, radius 5)."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("spots")
+    os.makedirs(root / "a")
+    for i, ((w, h), (py, px)) in enumerate(SPOTS):
+        y, x = np.mgrid[0:h, 0:w]
+        ring = np.maximum(np.abs(y - py), np.abs(x - px))
+        img = np.where(ring <= 5, 255 - 25 * ring, 0).astype(np.uint8)
+        Image.fromarray(np.stack([img] * 3, -1)).save(root / "a" / f"img{i}.png")
+    return root
+
+
+def expected_view(h, w, resize, crop):
+    """torchvision's Resize(resize) + CenterCrop(crop) on an h x w image: the resized size and the
+    crop's corner in it (negative where it pads)."""
+    nh, nw = (int(resize * h / w), resize) if w <= h else (resize, int(resize * w / h))
+    corner = [-((crop - s) // 2) if crop > s else int(round((s - crop) / 2)) for s in (nh, nw)]  # round: half to even
+    return nh, nw, corner[0], corner[1]
+
+
+@pytest.mark.parametrize("resize,crop", [(32, 24), (24, 28)])  # crop inside the resized image, and padding it
+@pytest.mark.parametrize("how", ["store", "live"])
+def test_grid_cells_follow_resize_and_crop(sb, models, spot_folder, tmp_path, resize, crop, how):
+    """The map of activations made with --resize/--crop covers the centre crop of the resized image:
+    a grid cell is centred on the argmax mapped back through both (checked on the `input` tap, whose
+    argmax is the bright spot), and the default cell is half the crop in image pixels."""
+    from PIL import Image
+    m, pre = models / "resnet50.pt", ["--resize", resize, "--crop", crop]
+    if how == "store":
+        p = sb("dump", m, spot_folder, "-l", "input", *pre, "-o", tmp_path / "S.h5")
+        assert p.returncode == 0, p.stderr.decode()
+        run_ok(sb, tmp_path / "S.h5", "--data", spot_folder, "-l", "input", "-k", 4, "--grids", 1, "-o", tmp_path / "o")
+    else:
+        run_ok(sb, m, "--data", spot_folder, *pre, "-l", "input", "-k", 4, "--grids", 1, "-o", tmp_path / "o")
+    with h5py.File(tmp_path / "o" / "diversity.h5") as f:
+        ids, ys, xs = (f[f"S/input/topk/{a}"][0].astype(int) for a in ("id", "y", "x"))
+    grid = np.asarray(Image.open(tmp_path / "o" / "grids" / "S_input_unit0.png").convert("RGB"))
+    images = [np.asarray(Image.open(spot_folder / "a" / f"img{i}.png").convert("RGB")) for i in range(len(SPOTS))]
+    (w, h), _ = SPOTS[ids[0]]
+    nh, nw, _, _ = expected_view(h, w, resize, crop)
+    c = int(max(crop * h / nh, crop * w / nw) / 2)  # half the crop, in pixels of the first image
+    assert grid.shape == (2 * (c + 1) + 1, 2 * (c + 1) + 1, 3)
+    for j, (i, y, x) in enumerate(zip(ids, ys, xs)):
+        (w, h), (py, px) = SPOTS[i]
+        nh, nw, top, left = expected_view(h, w, resize, crop)
+        cy, cx = (y + 0.5 + top) * h / nh, (x + 0.5 + left) * w / nw  # the map is crop x crop: one cell per pixel
+        y0, x0 = (int(np.copysign(np.floor(abs(v - c / 2) + 0.5), v - c / 2)) for v in (cy, cx))  # C's lround
+        want = np.full((c, c, 3), 255, np.uint8)
+        for a in range(c):
+            for b in range(c):
+                if 0 <= y0 + a < h and 0 <= x0 + b < w:
+                    want[a, b] = images[i][y0 + a, x0 + b]
+        gy, gx = (j // 2) * (c + 1) + 1, (j % 2) * (c + 1) + 1
+        np.testing.assert_array_equal(grid[gy:gy + c, gx:gx + c], want, err_msg=f"cell {j} (image {i})")
+        # The spot's peak is at the cell's centre, up to the argmax's cell size in image pixels.
+        assert abs(py - y0 - c / 2) <= h / nh + 1 and abs(px - x0 - c / 2) <= w / nw + 1, (i, py - y0, px - x0, c)

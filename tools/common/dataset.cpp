@@ -15,6 +15,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <tuple>
 #include <unordered_set>
 
 #include "common/broden.hpp"
@@ -558,6 +559,30 @@ input_selection select_inputs(const data_options& d, std::size_t size, std::uint
                      std::to_string(sh.count) + " = " + std::to_string(sh.index) + "); use fewer shards");
   }
   return s;
+}
+
+std::pair<int, int> resized_size(int h, int w, int size) {
+  // torchvision.transforms.functional._compute_resized_output_size (int size, no max_size).
+  const bool w_short = w <= h;
+  const int s = w_short ? w : h, l = w_short ? h : w;
+  const int new_long = static_cast<int>(static_cast<double>(size) * l / s);
+  return w_short ? std::pair{new_long, size} : std::pair{size, new_long};
+}
+
+view_geometry preprocessed_view(int height, int width, const preprocessing& p) {
+  view_geometry g;
+  std::tie(g.resized_height, g.resized_width) = p.resize > 0 ? resized_size(height, width, p.resize) : std::pair{height, width};
+  g.scale_y = static_cast<double>(height) / g.resized_height;
+  g.scale_x = static_cast<double>(width) / g.resized_width;
+  auto corner = [c = p.crop](int side) {
+    // torchvision pads a shorter side with (c - side) // 2 zeros before; a longer one is cropped at
+    // int(round((side - c) / 2)), Python's round half to even.
+    return c > side ? -((c - side) / 2) : static_cast<int>(std::nearbyint(static_cast<double>(side - c) / 2.0));
+  };
+  g.height = p.crop > 0 ? p.crop : g.resized_height;
+  g.width = p.crop > 0 ? p.crop : g.resized_width;
+  if (p.crop > 0) g.top = corner(g.resized_height), g.left = corner(g.resized_width);
+  return g;
 }
 
 preprocessing resolve_preprocessing(const data_options& o, int native_channels) {

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
 // Data sets of labelled images: Fashion-MNIST/MNIST IDX files, image folders (one subfolder per
 // class, ordered as torchvision's ImageFolder orders them) and list files of "path label" lines.
-// Images are decoded here (libjpeg-turbo, libpng); resizing lives in the LibTorch plugin.
+// Images are decoded here (libjpeg-turbo, libpng); resizing lives in the LibTorch plugin, its
+// geometry (preprocessed_view) here.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -67,6 +69,26 @@ struct preprocessing {
   std::string root;  // the data set's path (for silhouette masks named as the images)
   nlohmann::json to_json() const;
 };
+
+/// The size torchvision's Resize(int) gives: shorter side = `size`, longer side truncated.
+std::pair<int, int> resized_size(int height, int width, int size);
+
+/// Where the resize and centre crop of a preprocessing place the preprocessed image in the source
+/// image. In continuous coordinates (pixel edges at integers), preprocessed point (y, x) is resized
+/// point (y + top, x + left) and source point ((y + top) · scale_y, (x + left) · scale_x).
+struct view_geometry {
+  int height = 0, width = 0;                  // the preprocessed image
+  int resized_height = 0, resized_width = 0;  // after the resize, before the crop
+  int top = 0, left = 0;                      // the crop's corner in the resized image; negative: zero padding
+  double scale_y = 1, scale_x = 1;            // source pixels per resized pixel
+  double source_y(double y) const { return (y + top) * scale_y; }
+  double source_x(double x) const { return (x + left) * scale_x; }
+};
+
+/// The view of `p` (its resize and crop; 0: none) on a source image of `height` × `width`, as
+/// torchvision's Resize(int) and CenterCrop: the corner is int(round((side - crop) / 2)) (round half
+/// to even), or -((crop - side) // 2) where the crop pads a side shorter than itself.
+view_geometry preprocessed_view(int height, int width, const preprocessing& p);
 
 /// Resolves --channels/--resize/--crop/--normalize against a data set's native channels.
 /// Throws usage_error for a malformed --normalize.

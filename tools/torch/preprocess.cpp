@@ -13,20 +13,14 @@
 
 namespace shapebias::tools {
 
-std::pair<int, int> resized_size(int h, int w, int size) {
-  // torchvision.transforms.functional._compute_resized_output_size (int size, no max_size).
-  const bool w_short = w <= h;
-  const int s = w_short ? w : h, l = w_short ? h : w;
-  const int new_long = static_cast<int>(static_cast<double>(size) * l / s);
-  return w_short ? std::pair{new_long, size} : std::pair{size, new_long};
-}
-
 namespace {
 
-/// Resize and centre crop of a [C, H, W] float tensor holding 0…255, as torchvision on PIL images.
+/// Resize and centre crop of a [C, H, W] float tensor holding 0…255, as torchvision on PIL images
+/// (the geometry of preprocessed_view).
 torch::Tensor geometry(torch::Tensor t, const preprocessing& p) {
+  const auto g = preprocessed_view(static_cast<int>(t.size(1)), static_cast<int>(t.size(2)), p);
   if (p.resize > 0) {
-    const auto [nh, nw] = resized_size(static_cast<int>(t.size(1)), static_cast<int>(t.size(2)), p.resize);
+    const int nh = g.resized_height, nw = g.resized_width;
     // PIL resamples horizontally, rounds to uint8, then vertically and rounds again; doing the
     // same two passes matches it to the last bit on nearly every pixel (tests/tools).
     namespace F = torch::nn::functional;
@@ -45,18 +39,17 @@ torch::Tensor geometry(torch::Tensor t, const preprocessing& p) {
     if (nh != t.size(1)) t = pass(t, nh, nw);
   }
   if (p.crop > 0) {
-    const int64_t h = t.size(1), w = t.size(2), c = p.crop;
-    if (c > h || c > w) {
-      // torchvision pads with zeros to the crop size, (c - side) // 2 before and the rest after.
-      auto padded = torch::zeros({t.size(0), std::max(h, c), std::max(w, c)});
-      const int64_t top = std::max<int64_t>(0, (c - h) / 2), left = std::max<int64_t>(0, (c - w) / 2);
-      padded.narrow(1, top, h).narrow(2, left, w).copy_(t);
+    // Rows [top, top + crop) and columns [left, left + crop) of the resized image; zeros outside it.
+    const int64_t h = t.size(1), w = t.size(2), c = p.crop, top = g.top, left = g.left;
+    const int64_t y0 = std::max<int64_t>(top, 0), x0 = std::max<int64_t>(left, 0);
+    const int64_t y1 = std::min(top + c, h), x1 = std::min(left + c, w);
+    if (y0 == top && x0 == left && y1 == top + c && x1 == left + c) {
+      t = t.narrow(1, top, c).narrow(2, left, c);
+    } else {
+      auto padded = torch::zeros({t.size(0), c, c});
+      padded.narrow(1, y0 - top, y1 - y0).narrow(2, x0 - left, x1 - x0).copy_(t.narrow(1, y0, y1 - y0).narrow(2, x0, x1 - x0));
       t = padded;
     }
-    // int(round((side - crop) / 2)) with Python's round-half-to-even.
-    const auto top = static_cast<int64_t>(std::nearbyint(static_cast<double>(t.size(1) - c) / 2.0));
-    const auto left = static_cast<int64_t>(std::nearbyint(static_cast<double>(t.size(2) - c) / 2.0));
-    t = t.narrow(1, top, c).narrow(2, left, c);
   }
   return t;
 }

@@ -8,9 +8,6 @@
 
 namespace shapebias::tools {
 
-/// The size torchvision's Resize(int) gives: shorter side = `size`, longer side truncated.
-std::pair<int, int> resized_size(int height, int width, int size);
-
 /// image → float32 [C, H, W]: channel conversion, shorter-side resize (bilinear, antialiased,
 /// rounded to uint8 as PIL does), centre crop (zero padding when larger, as torchvision), scaling
 /// to [0,1], the dataset variant p.transform (seeded by p.transform_seed and the input id), Gaussian noise when p.noise > 0 (seeded by p.noise_seed and the input `id`), and
