@@ -29,15 +29,16 @@
 
 #include <xtensor/xadapt.hpp>
 
+#include "fixture_file.hpp"
 #include "shapebias/stats/quantile.hpp"
 #include "shapebias/stats/tally.hpp"
 
 namespace {
 
-using clk = std::chrono::steady_clock;
+using bench::clk;
+using bench::seconds_since;
+using bench::vm_hwm_kib;
 namespace st = shapebias::stats;
-
-double seconds_since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
 
 struct fixture {
   std::uint64_t n = 0, u = 0, h = 0, w = 0, sh = 0, sw = 0, l = 0, c = 0, y = 0, s = 0;
@@ -47,29 +48,20 @@ struct fixture {
   std::vector<std::int32_t> layers;   // likewise
   std::vector<std::int32_t> labels;   // likewise
   std::uint64_t first = 0, count = 0;
-  std::ifstream in;
+  bench::fixture_file in;
   std::streamoff data = 0;  // offset of acts
 
-  explicit fixture(const std::string& path) : in(path, std::ios::binary) {
-    if (!in) throw std::runtime_error("cannot open " + path);
-    char magic[8];
-    in.read(magic, 8);
-    if (std::memcmp(magic, "SBTALLY1", 8) != 0) throw std::runtime_error(path + " is not a tally fixture");
-    std::uint64_t hdr[10];
-    in.read(reinterpret_cast<char*>(hdr), sizeof hdr);
+  explicit fixture(const std::string& path) : in(path, "SBTALLY1", "tally") {
+    std::vector<std::uint64_t> hdr(10);
+    in.get(hdr);
     n = hdr[0], u = hdr[1], h = hdr[2], w = hdr[3], sh = hdr[4], sw = hdr[5], l = hdr[6], c = hdr[7], y = hdr[8], s = hdr[9];
     thr_sparse.resize(u);
     thr_dense.resize(u);
     primary.resize(l);
-    get(thr_sparse);
-    get(thr_dense);
-    get(primary);
-    data = in.tellg();
-  }
-  template <class T>
-  void get(std::vector<T>& v) {
-    in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
-    if (!in) throw std::runtime_error("fixture: short read");
+    in.get(thr_sparse);
+    in.get(thr_dense);
+    in.get(primary);
+    data = in.tell();
   }
   std::size_t map_size() const { return u * h * w; }
   std::size_t seg_size() const { return y * sh * sw; }
@@ -84,12 +76,12 @@ struct fixture {
       return data + static_cast<std::streamoff>(base + b * per * bytes);
     };
     const std::uint64_t acts_bytes = n * map_size() * 4, layers_bytes = n * seg_size() * 4;
-    in.seekg(off(0, map_size(), 4));
-    get(acts);
-    in.seekg(off(acts_bytes, seg_size(), 4));
-    get(layers);
-    in.seekg(off(acts_bytes + layers_bytes, s, 4));
-    get(labels);
+    in.seek(off(0, map_size(), 4));
+    in.get(acts);
+    in.seek(off(acts_bytes, seg_size(), 4));
+    in.get(layers);
+    in.seek(off(acts_bytes + layers_bytes, s, 4));
+    in.get(labels);
   }
   /// The loaded images [j, j + k) (indices relative to `first`) as tally images.
   std::vector<st::tally_image> images(std::size_t j, std::size_t k) const {
@@ -117,14 +109,6 @@ void write_counts(const st::iou_tally& t, const std::string& path) {
   std::ofstream f(path, std::ios::binary);
   f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size() * 8));
   if (!f) throw std::runtime_error("cannot write " + path);
-}
-
-long vm_hwm_kib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
 }
 
 int run_tally(fixture& fx, bool dense, st::union_rule rule, unsigned threads, double budget, std::size_t ncheck,

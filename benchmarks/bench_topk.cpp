@@ -31,52 +31,45 @@
 
 #include <xtensor/xadapt.hpp>
 
+#include "fixture_file.hpp"
 #include "shapebias/stats/topk.hpp"
 
 namespace {
 
-using clk = std::chrono::steady_clock;
+using bench::clk;
+using bench::seconds_since;
+using bench::vm_hwm_kib;
 namespace st = shapebias::stats;
 
 constexpr std::size_t batch = 64;
 constexpr std::size_t top_k = 49;
 
-double seconds_since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
 
 struct fixture {
   std::uint64_t n = 0, u = 0, h = 0, w = 0;
   std::vector<std::int64_t> ids;
   std::vector<double> thr;
   std::vector<float> acts;  // the loaded rows only
-  std::ifstream in;
+  bench::fixture_file in;
   std::streamoff data = 0;  // offset of acts
 
-  explicit fixture(const std::string& path) : in(path, std::ios::binary) {
-    if (!in) throw std::runtime_error("cannot open " + path);
-    char magic[8];
-    in.read(magic, 8);
-    if (!in || std::memcmp(magic, "SBTOPK01", 8) != 0) throw std::runtime_error(path + " is not a top-K fixture");
-    std::uint64_t hdr[4];
-    in.read(reinterpret_cast<char*>(hdr), sizeof hdr);
+  explicit fixture(const std::string& path) : in(path, "SBTOPK01", "top-K") {
+    std::vector<std::uint64_t> hdr(4);
+    in.get(hdr);
     n = hdr[0], u = hdr[1], h = hdr[2], w = hdr[3];
-    if (!in || n == 0 || u == 0 || h == 0 || w == 0) throw std::runtime_error(path + ": bad header");
+    if (n == 0 || u == 0 || h == 0 || w == 0) throw std::runtime_error(path + ": bad header");
     ids.resize(n);
     thr.resize(u);
-    get(ids);
-    get(thr);
-    data = in.tellg();
-  }
-  template <class T>
-  void get(std::vector<T>& v) {
-    in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
-    if (!in) throw std::runtime_error("fixture: short read");
+    in.get(ids);
+    in.get(thr);
+    data = in.tell();
   }
   std::size_t row_size() const { return u * h * w; }
   /// Loads rows [b, b + k) into acts (replacing what was there).
   void load(std::uint64_t b, std::uint64_t k) {
     acts.resize(k * row_size());
-    in.seekg(data + static_cast<std::streamoff>(b * row_size() * 4));
-    get(acts);
+    in.seek(data + static_cast<std::streamoff>(b * row_size() * 4));
+    in.get(acts);
   }
   /// Loaded rows [j, j + k) as a [k, U, H, W] adaptor (no copy).
   auto rows(std::size_t j, std::size_t k) {
@@ -85,14 +78,6 @@ struct fixture {
   }
   std::int64_t id_span() const { return *std::max_element(ids.begin(), ids.end()) + 1; }
 };
-
-long vm_hwm_kib() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
-}
 
 template <class T>
 void put(std::ofstream& f, const std::vector<T>& v) {

@@ -13,15 +13,15 @@
 
 #include <xtensor/xadapt.hpp>
 
+#include "fixture_file.hpp"
 #include "shapebias/stats/detail.hpp"
 #include "shapebias/stats/spectrum.hpp"
 #include "shapebias/stats/tv.hpp"
 
 namespace {
 
-using clk = std::chrono::steady_clock;
-
-double seconds_since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
+using bench::clk;
+using bench::seconds_since;
 
 /// Read bandwidth: `threads` threads summing disjoint parts of `pool`, several sweeps.
 double read_bandwidth(const std::vector<float>& pool, unsigned threads) {
