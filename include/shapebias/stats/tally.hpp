@@ -74,26 +74,6 @@ struct mask_geometry {
   }
 };
 
-/// True if any of the n floats is NaN or ±Inf (a branch-free scan on the bit patterns, so it
-/// vectorises and holds under -ffast-math).
-inline bool any_not_finite(const float* v, std::size_t n) {
-  std::uint32_t bad = 0;
-  for (std::size_t j = 0; j < n; ++j) {
-    std::uint32_t b;
-    std::memcpy(&b, v + j, sizeof b);
-    bad |= static_cast<std::uint32_t>((b & 0x7f800000u) == 0x7f800000u);
-  }
-  return bad != 0;
-}
-
-/// True if any of the n labels is negative or ≥ limit.
-inline bool any_label_outside(const std::int32_t* v, std::size_t n, std::size_t limit) {
-  const auto lim = static_cast<std::uint32_t>(std::min<std::size_t>(limit, 0x80000000u));
-  std::uint32_t bad = 0;
-  for (std::size_t j = 0; j < n; ++j) bad |= static_cast<std::uint32_t>(static_cast<std::uint32_t>(v[j]) >= lim);
-  return bad != 0;
-}
-
 }  // namespace detail
 
 /// Bilinear up-sampling of the row-major h × w map to sh × sw floats in `out`, with pixel-centre
@@ -175,8 +155,6 @@ class iou_tally {
   void update_image(const float* acts, std::size_t h, std::size_t w, const float* thresholds,
                     const std::vector<const std::int32_t*>& label_layers, std::size_t sh, std::size_t sw,
                     const std::vector<std::int32_t>& image_labels, unsigned threads = 1) {
-    check_sizes(h, w, thresholds, sh, sw);
-    check_image(acts, h, w, label_layers, sh, sw, image_labels, 0);
     add_images({tally_image{acts, label_layers, image_labels}}, h, w, thresholds, sh, sw, threads);
   }
 
@@ -185,13 +163,6 @@ class iou_tally {
   /// start once per batch).
   void update_images(const std::vector<tally_image>& images, std::size_t h, std::size_t w, const float* thresholds,
                      std::size_t sh, std::size_t sw, unsigned threads = 1) {
-    check_sizes(h, w, thresholds, sh, sw);
-    // Contiguous parts in order, each stopping at its first bad image, rethrown in part order: the
-    // error is always the first bad image's.
-    detail::parallel_for(images.size(), threads, [&](std::size_t b, std::size_t e) {
-      for (std::size_t n = b; n < e; ++n)
-        check_image(images[n].acts, h, w, images[n].label_layers, sh, sw, images[n].image_labels, n);
-    });
     add_images(images, h, w, thresholds, sh, sw, threads);
   }
 
@@ -317,38 +288,106 @@ class iou_tally {
         throw std::invalid_argument("iou_tally: threshold of unit " + std::to_string(k) + " is not finite");
   }
 
-  void check_image(const float* acts, std::size_t h, std::size_t w, const std::vector<const std::int32_t*>& layers,
-                   std::size_t sh, std::size_t sw, const std::vector<std::int32_t>& image_labels, std::size_t n) const {
-    const auto who = [n] { return "iou_tally: image " + std::to_string(n) + ": "; };
-    if (!acts && u_) throw std::invalid_argument(who() + "no activations given");
-    // Branch-free scans first; the loops that name the culprit only run when one fails.
-    if (detail::any_not_finite(acts, u_ * h * w))
-      for (std::size_t j = 0; j < u_ * h * w; ++j)
-        if (!std::isfinite(acts[j]))
-          throw std::invalid_argument(who() + "activation of unit " + std::to_string(j / (h * w)) + " is NaN or Inf");
-    for (std::size_t y = 0; y < layers.size(); ++y) {
-      if (!layers[y]) throw std::invalid_argument(who() + "label layer " + std::to_string(y) + " is null");
-      if (detail::any_label_outside(layers[y], sh * sw, l_))
-        for (std::size_t p = 0; p < sh * sw; ++p)
-          if (layers[y][p] < 0 || static_cast<std::size_t>(layers[y][p]) >= l_)
-            throw std::invalid_argument(who() + "label layer " + std::to_string(y) + ", pixel " + std::to_string(p) +
-                                        " has label " + std::to_string(layers[y][p]) + ", not in [0, " +
-                                        std::to_string(l_) + ")");
-    }
-    for (auto s : image_labels)
-      if (s < 0 || static_cast<std::size_t>(s) >= l_)
-        throw std::invalid_argument(who() + "image-level label " + std::to_string(s) + " is not in [0, " +
-                                    std::to_string(l_) + ")");
-  }
+  /// A label layer as runs of one label ≠ 0 within a row: row y's runs are runs[row[y], row[y + 1]).
+  struct label_runs {
+    struct run {
+      std::uint32_t x0, x1;  // columns [x0, x1)
+      std::int32_t label;
+    };
+    std::vector<std::size_t> row;  // [sh + 1]
+    std::vector<run> runs;
+  };
 
-  /// What the unit pass needs of one image: the categories that count for every mask (image-level
-  /// ones; for the original rule, every category present), the image-level labels ≠ 0, and the
-  /// image's ground truth as (label, pixels) pairs.
+  /// What the unit pass needs of one image: which units pass max > t, its label layers as runs,
+  /// the categories that count for every mask (image-level ones; for the original rule, every
+  /// category present), the image-level labels ≠ 0, and its ground truth as (label, pixels) pairs.
   struct image_info {
+    std::vector<char> pass;  // [U]
+    std::vector<label_runs> layers;
     std::vector<char> cats;
     std::vector<std::int32_t> scalars;
     std::vector<std::pair<std::int32_t, std::uint64_t>> pixels;
   };
+
+  /// Checks image n (finite activations, labels in [0, L)) and reads what the unit pass needs of it,
+  /// in one pass over its activations and one over each label layer. `hist` is [L] zeros, and is
+  /// left so.
+  image_info scan_image(const tally_image& im, std::size_t h, std::size_t w, const float* thresholds,
+                        std::size_t sh, std::size_t sw, std::size_t n, std::vector<std::uint64_t>& hist) const {
+    const auto who = [n] { return "iou_tally: image " + std::to_string(n) + ": "; };
+    image_info in;
+    if (!im.acts && u_) throw std::invalid_argument(who() + "no activations given");
+    // Per unit, a branch-free scan (it vectorises, and holds under -ffast-math) of the bit patterns
+    // for NaN and ±Inf and of the values for max > t.
+    in.pass.resize(u_);
+    const std::size_t hw = h * w;
+    for (std::size_t k = 0; k < u_; ++k) {
+      const float* map = im.acts + k * hw;
+      const float t = thresholds[k];
+      std::uint32_t bad = 0, any = 0;
+      for (std::size_t j = 0; j < hw; ++j) {
+        std::uint32_t bits;
+        std::memcpy(&bits, map + j, sizeof bits);
+        bad |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+        any |= static_cast<std::uint32_t>(map[j] > t);
+      }
+      if (bad) throw std::invalid_argument(who() + "activation of unit " + std::to_string(k) + " is NaN or Inf");
+      in.pass[k] = static_cast<char>(any);
+    }
+    // Label layers as runs within rows (segmentations come in runs: the unit pass counts a mask's
+    // labels run by run, and the ground truth adds a run at a time), found 8 equal labels at a
+    // time; each run's label checked.
+    std::vector<char> anywhere(c_, 0), scalar(c_, 0);
+    in.layers.resize(im.label_layers.size());
+    for (std::size_t y = 0; y < im.label_layers.size(); ++y) {
+      const std::int32_t* layer = im.label_layers[y];
+      if (!layer) throw std::invalid_argument(who() + "label layer " + std::to_string(y) + " is null");
+      label_runs& lr = in.layers[y];
+      lr.row.resize(sh + 1);
+      for (std::size_t r = 0; r < sh; ++r) {
+        lr.row[r] = lr.runs.size();
+        const std::int32_t* lab = layer + r * sw;
+        for (std::size_t start = 0; start < sw;) {
+          const std::int32_t cur = lab[start];
+          if (cur < 0 || static_cast<std::size_t>(cur) >= l_)
+            throw std::invalid_argument(who() + "label layer " + std::to_string(y) + ", pixel " +
+                                        std::to_string(r * sw + start) + " has label " + std::to_string(cur) +
+                                        ", not in [0, " + std::to_string(l_) + ")");
+          std::size_t p = start + 1;
+          for (; p + 8 <= sw; p += 8) {
+            std::uint32_t d = 0;
+            for (std::size_t j = 0; j < 8; ++j) d |= static_cast<std::uint32_t>(lab[p + j] ^ cur);
+            if (d) break;
+          }
+          while (p < sw && lab[p] == cur) ++p;
+          hist[static_cast<std::size_t>(cur)] += p - start;
+          if (cur != 0)
+            lr.runs.push_back({static_cast<std::uint32_t>(start), static_cast<std::uint32_t>(p), cur});
+          start = p;
+        }
+      }
+      lr.row[sh] = lr.runs.size();
+    }
+    for (auto s : im.image_labels)
+      if (s < 0 || static_cast<std::size_t>(s) >= l_)
+        throw std::invalid_argument(who() + "image-level label " + std::to_string(s) + " is not in [0, " +
+                                    std::to_string(l_) + ")");
+    hist[0] = 0;
+    for (std::size_t l = 1; l < l_; ++l)
+      if (hist[l]) {
+        in.pixels.emplace_back(static_cast<std::int32_t>(l), hist[l]);
+        anywhere[static_cast<std::size_t>(primary_[l])] = 1;
+        hist[l] = 0;
+      }
+    for (auto s : im.image_labels)
+      if (s != 0) {
+        in.scalars.push_back(s);
+        scalar[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
+        anywhere[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
+      }
+    in.cats = rule_ == union_rule::lite ? std::move(scalar) : std::move(anywhere);
+    return in;
+  }
 
   /// Per-thread buffers of the unit pass.
   struct unit_scratch {
@@ -362,43 +401,16 @@ class iou_tally {
 
   void add_images(const std::vector<tally_image>& images, std::size_t h, std::size_t w, const float* thresholds,
                   std::size_t sh, std::size_t sw, unsigned threads) {
+    check_sizes(h, w, thresholds, sh, sw);
     const std::size_t n = sh * sw, count = images.size();
     if (count == 0) return;
-    // Ground truth and categories, image by image (images split over threads).
+    // Checks and ground truth, image by image. Contiguous parts in order, each stopping at its first
+    // bad image, rethrown in part order: the error is always the first bad image's, and comes
+    // before anything is added.
     std::vector<image_info> info(count);
     detail::parallel_for(count, threads, [&](std::size_t b, std::size_t e) {
       std::vector<std::uint64_t> hist(l_, 0);
-      for (std::size_t j = b; j < e; ++j) {
-        image_info& in = info[j];
-        std::vector<char> anywhere(c_, 0), scalar(c_, 0);
-        for (const auto* layer : images[j].label_layers) {
-          // Run-length: segmentations come in runs, and ++hist[l] on one l would chain every pixel.
-          std::int32_t cur = layer[0];
-          std::uint64_t run = 0;
-          for (std::size_t p = 0; p < n; ++p) {
-            if (layer[p] != cur) {
-              hist[static_cast<std::size_t>(cur)] += run;
-              cur = layer[p];
-              run = 0;
-            }
-            ++run;
-          }
-          hist[static_cast<std::size_t>(cur)] += run;
-        }
-        for (std::size_t l = 1; l < l_; ++l)
-          if (hist[l]) {
-            in.pixels.emplace_back(static_cast<std::int32_t>(l), hist[l]);
-            anywhere[static_cast<std::size_t>(primary_[l])] = 1;
-          }
-        std::fill(hist.begin(), hist.end(), 0);
-        for (auto s : images[j].image_labels)
-          if (s != 0) {
-            in.scalars.push_back(s);
-            scalar[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
-            anywhere[static_cast<std::size_t>(primary_[static_cast<std::size_t>(s)])] = 1;
-          }
-        in.cats = rule_ == union_rule::lite ? scalar : anywhere;
-      }
+      for (std::size_t j = b; j < e; ++j) info[j] = scan_image(images[j], h, w, thresholds, sh, sw, j, hist);
     });
     for (const auto& in : info) {
       for (const auto& [l, c] : in.pixels) g_[static_cast<std::size_t>(l)] += c;
@@ -418,7 +430,8 @@ class iou_tally {
       s.cats.resize(c_);
       for (std::size_t j = 0; j < count; ++j)
         for (std::size_t k = b; k < e; ++k)
-          add_unit(k, images[j].acts + k * h * w, thresholds[k], images[j].label_layers, info[j], geo, s);
+          if (info[j].pass[k])
+            add_unit(k, images[j].acts + k * h * w, thresholds[k], info[j], geo, s);
     });
     images_ += count;
   }
@@ -429,19 +442,19 @@ class iou_tally {
   /// half a float ulp, and rounds to ≤ max(a, b)), so an output row whose two source rows hold no
   /// value > t, or an output column outside the columns reading a value > t, is ≤ t. Where it is
   /// evaluated, the values are upsample_bilinear's own (the same detail::lerp on the same taps).
-  void add_unit(std::size_t k, const float* map, float t, const std::vector<const std::int32_t*>& layers,
-                const image_info& in, const detail::mask_geometry& g, unit_scratch& s) {
+  void add_unit(std::size_t k, const float* map, float t, const image_info& in, const detail::mask_geometry& g, unit_scratch& s) {
     const std::size_t h = g.h, w = g.w, sw = g.sw;
-    std::uint32_t any = 0;  // max > t, branch-free so that it vectorises
-    for (std::size_t j = 0; j < h * w; ++j) any |= static_cast<std::uint32_t>(map[j] > t);
-    if (!any) return;
     for (std::size_t i = 0; i < h; ++i) {
+      const float* src = map + i * w;
+      std::uint32_t any = 0;  // branch-free first: most rows of a sparse map hold no value > t
+      for (std::size_t j = 0; j < w; ++j) any |= static_cast<std::uint32_t>(src[j] > t);
       std::size_t lo = w, hi = 0;
-      for (std::size_t j = 0; j < w; ++j)
-        if (map[i * w + j] > t) {
-          if (lo == w) lo = j;
-          hi = j;
-        }
+      if (any) {
+        lo = 0;
+        while (!(src[lo] > t)) ++lo;
+        hi = w - 1;
+        while (!(src[hi] > t)) --hi;
+      }
       s.lo[i] = lo;
       s.hi[i] = hi;
       s.rlo[i] = s.rhi[i] = 0;
@@ -479,15 +492,23 @@ class iou_tally {
       float* line = s.line.data();
       for (std::size_t x = x0; x < x1; ++x)
         line[x] = static_cast<float>(detail::lerp(static_cast<double>(r0[x]), static_cast<double>(r1[x]), p.t));
-      const std::size_t base = y * sw;
-      for (std::size_t x = x0; x < x1; ++x)
-        if (line[x] > t) {
-          ++m;
-          for (const auto* layer : layers) {
-            const auto l = static_cast<std::size_t>(layer[base + x]);
-            if (l != 0 && s.cnt[l]++ == 0) s.touched.push_back(l);
+      // The mask's runs [a, x) on this row, and the overlap of each with the label runs.
+      for (std::size_t x = x0; x < x1;) {
+        while (x < x1 && !(line[x] > t)) ++x;
+        const std::size_t a = x;
+        while (x < x1 && line[x] > t) ++x;
+        if (a == x) break;
+        m += x - a;
+        for (const auto& lr : in.layers)
+          for (std::size_t r = lr.row[y]; r < lr.row[y + 1]; ++r) {
+            const auto& run = lr.runs[r];
+            if (run.x1 <= a) continue;
+            if (run.x0 >= x) break;
+            auto& c = s.cnt[static_cast<std::size_t>(run.label)];
+            if (c == 0) s.touched.push_back(static_cast<std::size_t>(run.label));
+            c += std::min<std::size_t>(run.x1, x) - std::max<std::size_t>(run.x0, a);
           }
-        }
+      }
     }
     if (m == 0) return;
     std::uint64_t* irow = i_.data() + k * l_;

@@ -334,6 +334,103 @@ TEST_CASE("tally: results do not depend on the thread count", "[tally]") {
   }
 }
 
+namespace {
+
+/// The tally the slow way, pixel by pixel over upsample_bilinear's mask: [G, I, A] flattened.
+std::vector<std::uint64_t> per_pixel_tally(const random_problem& p, union_rule rule) {
+  std::vector<std::uint64_t> g(p.l, 0), in(p.u * p.l, 0), a(p.u * p.c, 0);
+  std::vector<float> up(p.sh * p.sw);
+  for (std::size_t i = 0; i < p.n; ++i) {
+    const std::int32_t* lay[2] = {p.layers[2 * i].data(), p.layers[2 * i + 1].data()};
+    std::vector<char> anywhere(p.c, 0);
+    for (auto* layer : lay)
+      for (std::size_t q = 0; q < p.sh * p.sw; ++q)
+        if (layer[q]) ++g[static_cast<std::size_t>(layer[q])], anywhere[static_cast<std::size_t>(p.primary[layer[q]])] = 1;
+    for (auto s : p.image_labels[i])
+      if (s) g[static_cast<std::size_t>(s)] += p.sh * p.sw, anywhere[static_cast<std::size_t>(p.primary[s])] = 1;
+    for (std::size_t k = 0; k < p.u; ++k) {
+      upsample_bilinear(p.acts[i].data() + k * p.h * p.w, p.h, p.w, up.data(), p.sh, p.sw);
+      std::vector<char> cats = rule == union_rule::original ? anywhere : std::vector<char>(p.c, 0);
+      std::uint64_t m = 0;
+      for (std::size_t q = 0; q < p.sh * p.sw; ++q)
+        if (up[q] > p.thresholds[k]) {
+          ++m;
+          for (auto* layer : lay)
+            if (layer[q]) ++in[k * p.l + static_cast<std::size_t>(layer[q])], cats[static_cast<std::size_t>(p.primary[layer[q]])] = 1;
+        }
+      if (m == 0) continue;
+      for (auto s : p.image_labels[i])
+        if (s) in[k * p.l + static_cast<std::size_t>(s)] += m, cats[static_cast<std::size_t>(p.primary[s])] = 1;
+      for (std::size_t c = 0; c < p.c; ++c)
+        if (cats[c]) a[k * p.c + c] += m;
+    }
+  }
+  g.insert(g.end(), in.begin(), in.end());
+  g.insert(g.end(), a.begin(), a.end());
+  return g;
+}
+
+std::vector<std::uint64_t> counts(const iou_tally& t) {
+  std::vector<std::uint64_t> v;
+  for (std::size_t l = 0; l < t.labels(); ++l) v.push_back(l ? t.ground_truth(l) : 0);
+  for (std::size_t k = 0; k < t.units(); ++k)
+    for (std::size_t l = 0; l < t.labels(); ++l) v.push_back(l ? t.intersection(k, l) : 0);
+  for (std::size_t k = 0; k < t.units(); ++k)
+    for (std::size_t c = 0; c < t.categories(); ++c) v.push_back(t.activation(k, c));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("tally equals a per-pixel count over upsample_bilinear's mask (sparse and dense, noise and runs)", "[tally]") {
+  for (unsigned seed : {3u, 8u}) {
+    random_problem p(seed);
+    // Larger maps, non-integer ratios, and segmentations in runs that cross rows (as real ones do)
+    // next to the pixel noise of random_problem.
+    p.h = 13, p.w = 11, p.sh = 40, p.sw = 37, p.n = 4;
+    std::mt19937 rng(seed);
+    for (std::size_t i = 0; i < p.n; ++i) {
+      p.acts[i] = random_map(p.u * p.h * p.w, seed + 100 + static_cast<unsigned>(i));
+      for (int y = 0; y < 2; ++y) {
+        auto& s = p.layers[2 * i + static_cast<std::size_t>(y)];
+        s.resize(p.sh * p.sw);
+        for (std::size_t q = 0; q < s.size();) {  // runs of 1..60 pixels, or noise in layer 1 of image 0
+          const std::size_t len = (i == 0 && y == 1) ? 1 : 1 + rng() % 60;
+          const auto l = static_cast<std::int32_t>(rng() % p.l);
+          for (std::size_t r = 0; r < len && q < s.size(); ++r) s[q++] = l;
+        }
+      }
+    }
+    for (float level : {1.5f, 0.0f}) {  // ~ few units pass, most pass
+      std::fill(p.thresholds.begin(), p.thresholds.end(), level);
+      for (auto rule : {union_rule::lite, union_rule::original}) {
+        iou_tally t(p.u, p.l, p.c, p.primary, rule);
+        t.update_images(p.images(), p.h, p.w, p.thresholds.data(), p.sh, p.sw, 2);
+        const auto ref = per_pixel_tally(p, rule);
+        CHECK(counts(t) == ref);
+        std::uint64_t inside = 0;
+        for (std::size_t k = 0; k < p.u; ++k) inside += t.intersection(k, 1) + t.intersection(k, 2);
+        CHECK(inside > 0);  // the case exercises the mask
+      }
+    }
+  }
+}
+
+TEST_CASE("tally: a bad label is named at its first pixel, in the first bad image of a batch", "[tally]") {
+  random_problem p(4);
+  auto& s = p.layers[2 * 3 + 1];  // image 3, layer 1: a run of label 99 from row 1, column 7 into row 2
+  for (std::size_t q = 1 * p.sw + 7; q < 2 * p.sw + 3; ++q) s[q] = 99;
+  p.layers[2 * 4][0] = -2;  // image 4 is bad too, but later
+  for (unsigned threads : {1u, 2u, 5u}) {
+    iou_tally t(p.u, p.l, p.c, p.primary);
+    CHECK_THROWS_WITH(t.update_images(p.images(), p.h, p.w, p.thresholds.data(), p.sh, p.sw, threads),
+                      Catch::Equals("iou_tally: image 3: label layer 1, pixel " + std::to_string(p.sw + 7) +
+                                    " has label 99, not in [0, 9)"));
+    CHECK(t.images() == 0);
+    CHECK(counts(t) == std::vector<std::uint64_t>(counts(t).size(), 0));
+  }
+}
+
 TEST_CASE("tally: save and load round-trip", "[tally]") {
   random_problem p(31);
   iou_tally t(p.u, p.l, p.c, p.primary, union_rule::original);
