@@ -159,6 +159,14 @@ void quantile_pass(network& net, const dissect_options& o, const probe_set& ps, 
                    (sh.whole() ? "" : " in shard " + sh.to_string()));
 }
 
+/// The sketch's largest guaranteed rank error over each layer's units (0 for exact quantiles).
+void set_rank_errors(network& net) {
+  for (auto& l : net.layers) {
+    l.rank_error = 0;
+    for (std::size_t u = 0; l.sketch && u < l.shape[0]; ++u) l.rank_error = std::max(l.rank_error, l.sketch->rank_error_bound(u));
+  }
+}
+
 /// Per-unit thresholds from the quantile accumulators (NetDissect-Lite's level), and the sketch's
 /// rank error.
 void set_thresholds(network& net, const dissect_options& o) {
@@ -167,15 +175,12 @@ void set_thresholds(network& net, const dissect_options& o) {
   const double level = std::floor(1000.0 * (1.0 - o.top) - 1.0) / 999.0;
   for (auto& l : net.layers) {
     l.thresholds.resize(l.shape[0]);
-    std::vector<double> err(l.shape[0], 0.0);
     stats::detail::parallel_for(l.shape[0], threads, [&](std::size_t b, std::size_t e) {
-      for (std::size_t u = b; u < e; ++u) {
+      for (std::size_t u = b; u < e; ++u)
         l.thresholds[u] = static_cast<float>(l.exact ? l.exact->quantile_hazen(u, level) : l.sketch->threshold(u, o.top));
-        if (l.sketch) err[u] = l.sketch->rank_error_bound(u);
-      }
     });
-    l.rank_error = *std::max_element(err.begin(), err.end());
   }
+  set_rank_errors(net);
 }
 
 /// Pass 2: the tally of this shard's labelled probe images at the thresholds. After pass 1 in this
@@ -405,9 +410,9 @@ void start_tallies(network& net, const dissect_options& o, const probe_set& ps) 
     l.tally.emplace(l.shape[0], ps.labels(), ps.categories().size(), ps.primary(), stats::parse_union_rule(o.rule));
 }
 
-/// dissect.h5's accumulators: the concept axis; per network and layer its quantile accumulator and
-/// thresholds (and once tallied its tally, IoU matrix and labels); and as the attribute "networks"
-/// each network's input, rows, id fingerprint and input provenance.
+/// dissect.h5's accumulators: the concept axis; per network and layer its quantile accumulator (when
+/// it has one) and thresholds (and once tallied its tally, IoU matrix and labels); and as the
+/// attribute "networks" each network's input, rows, id fingerprint and input provenance.
 void save_networks(hid_t h5, const std::string& shown, const std::vector<network>& nets, const probe_set& ps, bool tallied) {
   stats::state concepts;  // the concept axis, shared by every network and layer
   concepts.kind = "concepts";
@@ -441,7 +446,7 @@ void save_networks(hid_t h5, const std::string& shown, const std::vector<network
         io::write_state(h5, g + "/tally", l.tally->save(), shown);
       }
       if (!l.thresholds.empty()) io::write_state(h5, g + "/result", r, shown);  // a shard's pass 1 has none
-      io::write_state(h5, g + "/quantile", l.exact ? l.exact->save() : l.sketch->save(), shown);
+      if (l.exact || l.sketch) io::write_state(h5, g + "/quantile", l.exact ? l.exact->save() : l.sketch->save(), shown);
     }
   }
   io::h5::write_attribute(h5, "networks", meta.dump(), shown);
@@ -457,10 +462,16 @@ std::vector<network> load_networks(hid_t h5, const std::string& shown, const nlo
     for (const auto& name : o.layers) {
       const std::string g = n.name + "/" + name;
       layer_result l{name, key.at("shapes").at(name), 0, std::nullopt, std::nullopt, {}, 0, std::nullopt, {}};
-      const auto q = io::read_state(h5, g + "/quantile", shown);
-      if (o.quantile == "exact") l.exact = stats::exact_quantiles::load(q);
-      else l.sketch = stats::quantile_sketch::load(q);
-      if (tallied) l.tally = stats::iou_tally::load(io::read_state(h5, g + "/tally", shown));
+      if (io::h5::exists(h5, g + "/quantile")) {  // MPI ranks but 0 send tallies without them
+        const auto q = io::read_state(h5, g + "/quantile", shown);
+        if (o.quantile == "exact") l.exact = stats::exact_quantiles::load(q);
+        else l.sketch = stats::quantile_sketch::load(q);
+      }
+      if (tallied) {
+        l.tally = stats::iou_tally::load(io::read_state(h5, g + "/tally", shown));
+        const auto r = io::read_state(h5, g + "/result", shown);
+        l.thresholds.assign(r.array("threshold").begin(), r.array("threshold").end());
+      }
       n.layers.push_back(std::move(l));
     }
     nets.push_back(std::move(n));
@@ -468,7 +479,9 @@ std::vector<network> load_networks(hid_t h5, const std::string& shown, const nlo
   return nets;
 }
 
-/// Adds the accumulators of `b` (another shard of the same run) to `a`.
+/// Adds the accumulators of `b` (another shard of the same run) to `a`: once tallied, the tallies
+/// (every shard tallied at the same thresholds: `a` keeps its quantile accumulators); before, the
+/// quantile accumulators.
 void merge_networks(std::vector<network>& a, const std::vector<network>& b) {
   for (std::size_t k = 0; k < a.size(); ++k) {
     a[k].rows += b[k].rows;
@@ -680,7 +693,7 @@ void run(dissect_options o, nlohmann::json rec, mpi_session* mpi) {
       n.input = o.inputs[k];
       n.rows = own ? (*own)[k].rows : 0;
       n.fingerprint = own ? (*own)[k].fingerprint : 0;
-      set_thresholds(n, o);
+      if (n.layers.front().thresholds.empty()) set_thresholds(n, o);
       start_tallies(n, o, ps);
       tally_pass(n, o, ps, ids_path, labelled, own != nullptr);
       set_best(n);
@@ -720,32 +733,51 @@ void run(dissect_options o, nlohmann::json rec, mpi_session* mpi) {
     }
     return;
   }
+  // Rank 0's tallies carry the quantile accumulators of the whole run; the other ranks' need none.
+  auto tallied_image = [&](std::vector<network> nets) {
+    if (!mpi->root())
+      for (auto& n : nets)
+        for (auto& l : n.layers) l.exact.reset(), l.sketch.reset();
+    return image_of(nets, ps, finished(nets, true), rec, true);
+  };
   std::vector<std::string> images;
   if (!o.thresholds.empty()) {
-    images = mpi->gather([&] { const auto nets = tally_at_thresholds(); return image_of(nets, ps, finished(nets, true), rec, true); });
+    images = mpi->gather([&] { return tallied_image(tally_at_thresholds()); });
   } else {
-    std::vector<network> own;
+    std::vector<network> own, all;  // this rank's threshold pass; on rank 0, every rank's merged
     const auto parts = mpi->gather([&] {
       own = quantiles();
       return image_of(own, ps, finished(own, false), rec, false);
     });
-    // Rank 0 merges the ranks' quantiles; every rank tallies its shard at the thresholds of all.
-    const auto merged = mpi->broadcast([&] {
-      std::vector<merge_part> ps_;
-      for (std::size_t r = 0; r < parts.size(); ++r)
-        ps_.push_back(open_part(open_file_image(parts[r], "rank " + std::to_string(r)), "rank " + std::to_string(r)));
+    // Rank 0 merges the ranks' quantile accumulators and sends every rank the thresholds alone.
+    const auto thresholds = nlohmann::json::parse(mpi->broadcast([&] {
+      std::vector<merge_part> opened;
       std::vector<partial_info> infos;
       std::vector<std::string> names;
-      for (const auto& p : ps_) infos.push_back(p.info), names.push_back(p.name);
+      for (std::size_t r = 0; r < parts.size(); ++r) {
+        opened.push_back(open_part(open_file_image(parts[r], "rank " + std::to_string(r)), "rank " + std::to_string(r)));
+        infos.push_back(opened.back().info);
+        names.push_back(opened.back().name);
+      }
       const auto whole = check_parts(infos, names);
-      auto nets = load_networks(ps_[0].file.get(), "rank 0", whole.key, o, false);
-      for (std::size_t r = 1; r < ps_.size(); ++r) merge_networks(nets, load_networks(ps_[r].file.get(), ps_[r].name, whole.key, o, false));
-      return image_of(nets, ps, whole, rec, false);
-    });
+      all = load_networks(opened[0].file.get(), names[0], whole.key, o, false);
+      for (std::size_t r = 1; r < opened.size(); ++r) merge_networks(all, load_networks(opened[r].file.get(), names[r], whole.key, o, false));
+      nlohmann::json t = nlohmann::json::array();
+      for (auto& n : all) {
+        set_thresholds(n, o);
+        auto& layers = t.emplace_back(nlohmann::json::array());
+        for (const auto& l : n.layers) layers.push_back(l.thresholds);
+      }
+      return t.dump();
+    }));
+    for (auto& n : own)  // pass 1's accumulators were sent; its counts stay, for the check of pass 2
+      for (auto& l : n.layers) l.exact.reset(), l.sketch.reset();
     images = mpi->gather([&] {
-      const auto h = open_file_image(merged, "thresholds");
-      const auto nets = tally(load_networks(h.get(), "thresholds", read_partial(h.get(), "thresholds").key, o, false), &own);
-      return image_of(nets, ps, finished(nets, true), rec, true);
+      auto nets = mpi->root() ? std::move(all) : own;
+      for (std::size_t k = 0; k < nets.size(); ++k)
+        for (std::size_t l = 0; l < nets[k].layers.size(); ++l)
+          nets[k].layers[l].thresholds = thresholds.at(k).at(l).get<std::vector<float>>();
+      return tallied_image(tally(std::move(nets), &own));
     });
   }
   if (mpi->root()) merge_images(images, mpi_step(*mpi), o.output, o.common.quiet);
@@ -763,6 +795,10 @@ void merge_dissect(const std::vector<merge_part>& parts, const partial_info& who
     throw io_error(quote_name(o.probe) + ": the probe set has changed since the shards were dissected");
   const bool tallied = whole.key.at("phase") == "tally";
   auto nets = load_networks(parts[0].file.get(), parts[0].name, whole.key, o, tallied);
+  for (const auto& n : nets)
+    for (const auto& l : n.layers)
+      if (!l.exact && !l.sketch)
+        throw io_error(quote_name(parts[0].name) + ": holds no quantile accumulator of " + n.name + "/" + l.name);
   for (std::size_t i = 1; i < parts.size(); ++i)
     merge_networks(nets, load_networks(parts[i].file.get(), parts[i].name, whole.key, o, tallied));
   if (!tallied) {
@@ -770,8 +806,8 @@ void merge_dissect(const std::vector<merge_part>& parts, const partial_info& who
     write_thresholds(nets, ps, whole, rec, output, quiet);
     return;
   }
-  for (auto& n : nets) {
-    set_thresholds(n, o);  // as every shard computed them, from the same quantile accumulators
+  for (auto& n : nets) {  // the thresholds every shard tallied at (equal: their hash is in the key)
+    set_rank_errors(n);
     set_best(n);
   }
   write_dissection(nets, ps, o, whole, rec, output);

@@ -268,8 +268,10 @@ struct diversity_result {
   std::map<std::int64_t, std::vector<float>> emb;
 };
 
-/// What made the activations of `path` (a model or a store), for a merge key.
+/// What made the activations of `path` (a model or a store; a stream cannot be read twice), for a
+/// merge key.
 nlohmann::json identity_of(const std::string& path) {
+  if (path == "-") return nullptr;
   if (is_model(path)) return {{"model_sha256", sha256_file(path)}};
   return source_identity(parse_log(open_source(path, 1)->header().provenance));
 }

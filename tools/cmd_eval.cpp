@@ -672,8 +672,8 @@ void merge_result(eval_result& a, const eval_result& b) {
 }
 
 /// The tables, eval.h5 (states, partial record) and provenance of `r` in `out`; the accuracy
-/// table also to stdout for a whole run.
-void write_eval(const eval_result& r, nlohmann::json rec, const partial_info& part, const output_folder& out) {
+/// table also to stdout when `print`.
+void write_eval(const eval_result& r, nlohmann::json rec, const partial_info& part, const output_folder& out, bool print) {
   const auto& params = r.key.at("params");
   const auto names = params.at("names").get<std::vector<std::string>>();
   const std::size_t k = params.at("k");
@@ -771,14 +771,16 @@ void write_eval(const eval_result& r, nlohmann::json rec, const partial_info& pa
   save_result(h5.get(), r, h5name);
   write_partial(h5.get(), part, h5name);
   io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), h5name);
-  if (part.whole()) std::cout << table.str();
+  if (print) std::cout << table.str();
 }
 
-/// One process's run (the whole, a --shard, or an MPI rank's part) into the folder `output`.
-void run_plan(const eval_plan& p, const nlohmann::json& rec, const std::string& output) {
+/// One process's run into the folder `output`: the whole run or a --shard (the whole prints its
+/// accuracy table), or an MPI rank's part (which does not).
+void run_plan(const eval_plan& p, const nlohmann::json& rec, const std::string& output, bool rank_part) {
   output_folder out(output, {"stores"});
   const auto r = evaluate_all(p, out, rec);
-  write_eval(r, rec, partial_info::of("eval", shard::parse(p.o.data.shard), r.key), out);
+  const auto part = partial_info::of("eval", shard::parse(p.o.data.shard), r.key);
+  write_eval(r, rec, part, out, part.whole() && !rank_part);
   out.commit();
 }
 
@@ -804,7 +806,7 @@ void merge_eval(const std::vector<merge_part>& parts, const partial_info& whole,
   for (const auto& e : fs::directory_iterator(dir(0)))
     if (e.is_regular_file() && e.path().extension() == ".txt" && e.path().filename() != "cl_ids.txt")
       fs::copy_file(e.path(), out.path(e.path().filename().string()));
-  write_eval(r, std::move(rec), whole, out);
+  write_eval(r, std::move(rec), whole, out, true);
   out.commit();
   if (!quiet) std::fprintf(stderr, "eval: merged %zu shards; wrote %s\n", parts.size(), output.c_str());
 }
@@ -911,13 +913,13 @@ int run_eval(std::span<char*> args) {
   eval_plan plan{o, std::move(variants), std::move(ablate), std::move(ablate_record), ablation_csv.str()};
   const auto rec = start_record("eval", args);
   if (!mpi) {
-    run_plan(plan, rec, o.output);
+    run_plan(plan, rec, o.output, false);
     return 0;
   }
   run_ranks(o.output, true, o.common.quiet, [&](const std::string& shard, const std::string& part) {
     auto p = plan;
     p.o.data.shard = shard;
-    run_plan(p, rec, part);
+    run_plan(p, rec, part, true);
   });
   return 0;
 }

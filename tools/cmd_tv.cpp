@@ -285,7 +285,7 @@ pass run_pass(const std::string& network, const std::string& input, bool noisy_c
     return ps;
   }
   ps.input = input;
-  auto src = open_source(input, static_cast<std::size_t>(o.common.batch_size), false, o.layers);
+  auto src = open_source(input, static_cast<std::size_t>(o.common.batch_size), false, o.layers, sh);
   accumulate(*src, ps, o.layers.empty() ? default_layers(src->header()) : o.layers, o, ids, sh);
   return ps;
 }

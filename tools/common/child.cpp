@@ -59,7 +59,7 @@ void with_activations(const std::string& input, const data_options& d, const com
     child.consume(fn);
     return;
   }
-  auto src = open_source(input, static_cast<std::size_t>(c.batch_size), false, layers);
+  auto src = open_source(input, static_cast<std::size_t>(c.batch_size), false, layers, shard::parse(d.shard));
   fn(*src);
 }
 

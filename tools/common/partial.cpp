@@ -141,7 +141,7 @@ void keep_shard_rows(io::batch& b, const shard& sh) {
 io::h5::handle create_memory_file(const std::string& name) {
   io::h5::quiet();
   io::h5::handle fapl(H5Pcreate(H5P_FILE_ACCESS));
-  H5Pset_fapl_core(fapl.get(), std::size_t{1} << 20, 0);
+  H5Pset_fapl_core(fapl.get(), std::size_t{64} << 20, 0);  // grows in 64 MiB steps: states run to GBs
   return io::h5::handle(io::h5::check(H5Fcreate(name.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), name,
                                       "cannot create an HDF5 file in memory"));
 }
@@ -157,7 +157,7 @@ std::string file_image(hid_t file, const std::string& name) {
 io::h5::handle open_file_image(const std::string& bytes, const std::string& name) {
   io::h5::quiet();
   io::h5::handle fapl(H5Pcreate(H5P_FILE_ACCESS));
-  H5Pset_fapl_core(fapl.get(), std::size_t{1} << 20, 0);
+  H5Pset_fapl_core(fapl.get(), std::size_t{64} << 20, 0);  // grows in 64 MiB steps: states run to GBs
   H5Pset_file_image(fapl.get(), const_cast<char*>(bytes.data()), bytes.size());
   return io::h5::handle(io::h5::check(H5Fopen(name.c_str(), H5F_ACC_RDONLY, fapl.get()), name,
                                       "cannot open the partial result received"));

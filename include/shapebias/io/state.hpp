@@ -16,8 +16,12 @@
 namespace shapebias::io {
 
 /// Writes `s` as the group `path` under `loc` (intermediate groups are created). `file` names the
-/// file in error messages.
+/// file in error messages. Parameters and choices are attributes of one namespace: a name that is
+/// both is refused (std::invalid_argument), as it could not be read back.
 inline void write_state(hid_t loc, const std::string& path, const stats::state& s, const std::string& file) {
+  for (const auto& [k, v] : s.text)
+    if (s.params.count(k) || k == "kind" || k == "state_format_version")
+      throw std::invalid_argument(s.kind + " state: '" + k + "' is both a choice and a parameter or reserved name");
   h5::quiet();
   h5::handle lcpl(H5Pcreate(H5P_LINK_CREATE));
   H5Pset_create_intermediate_group(lcpl.get(), 1);

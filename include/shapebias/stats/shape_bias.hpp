@@ -245,7 +245,7 @@ class shape_bias_accumulator {
   std::uint64_t excluded(std::size_t c) const { return excluded_.at(c); }
   double shape_bias(std::size_t c) const { return ratio(shape_.at(c), texture_.at(c)); }
 
-  /// The state: category names joined by newlines in text "categories"; members as one array
+  /// The state: category names joined by newlines in text "category_names"; members as one array
   /// "members" (all categories' indices in order) and "member_count" (per category); and the
   /// per-category counts.
   state save() const {
@@ -256,7 +256,7 @@ class shape_bias_accumulator {
                 {"rows", static_cast<double>(rows_)}};
     std::string names;
     for (std::size_t c = 0; c < n; ++c) names += (c ? "\n" : "") + map_.categories[c];
-    s.text = {{"categories", names}};
+    s.text = {{"category_names", names}};  // not "categories": a text and a number share HDF5's attribute names
     std::size_t all = 0;
     for (const auto& m : map_.members) all += m.size();
     xt::xarray<double> members = xt::zeros<double>({all}), count = xt::zeros<double>({n});
@@ -275,7 +275,7 @@ class shape_bias_accumulator {
     s.expect_kind("shape_bias");
     const auto n = static_cast<std::size_t>(s.param("categories"));
     coarse_mapping m;
-    const std::string& names = s.choice("categories");
+    const std::string& names = s.choice("category_names");
     for (std::size_t start = 0;;) {
       const std::size_t end = names.find('\n', start);
       m.categories.push_back(names.substr(start, end == std::string::npos ? std::string::npos : end - start));

@@ -13,6 +13,7 @@
 #include <random>
 
 #include "../tmpdir.hpp"
+#include "shapebias/stats/shape_bias.hpp"
 #include "shapebias/stats/spectrum.hpp"
 #include "shapebias/stats/tv.hpp"
 
@@ -173,4 +174,28 @@ TEST_CASE("state: writing over an existing state is an io_error naming the file"
   io::write_state(f.get(), "g", s, path);
   CHECK_THROWS_AS(io::write_state(f.get(), "g", s, path), shapebias::io_error);
   CHECK_THROWS_WITH(io::write_state(f.get(), "g", s, path), Catch::Contains(path));
+}
+
+TEST_CASE("state: a shape-bias state survives HDF5; a name both text and number is refused", "[state]") {
+  tmpdir t;
+  const std::string path = t / "bias.h5";
+  stats::coarse_mapping m{{"cat", "dog"}, {{0, 2}, {1}}};
+  stats::shape_bias_accumulator a(m);
+  const xt::xarray<double> p{{0.7, 0.2, 0.1}, {0.1, 0.8, 0.1}, {0.2, 0.2, 0.6}};
+  const std::size_t shape[] = {0, 0, 1}, texture[] = {1, 1, 0};
+  a.update(p, shape, texture);
+  auto f = create_file(path);
+  io::write_state(f.get(), "bias", a.save(), path);
+  const auto b = stats::shape_bias_accumulator::load(io::read_state(f.get(), "bias", path));
+  CHECK(b.mapping() == a.mapping());
+  CHECK(b.shape_decisions() == a.shape_decisions());
+  CHECK(b.texture_decisions() == a.texture_decisions());
+  stats::state s;
+  s.kind = "clash";
+  s.params = {{"categories", 2}};
+  s.text = {{"categories", "a\nb"}};
+  CHECK_THROWS_WITH(io::write_state(f.get(), "clash", s, path), Catch::Contains("'categories' is both"));
+  s.params.clear();
+  s.text = {{"kind", "x"}};
+  CHECK_THROWS_AS(io::write_state(f.get(), "clash2", s, path), std::invalid_argument);
 }

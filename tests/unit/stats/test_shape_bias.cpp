@@ -311,7 +311,7 @@ TEST_CASE("shape_bias_accumulator: save and load round trip", "[shape_bias]") {
   a.update(xt::view(probs, xt::range(0, 5)), shape_cat, texture_cat);
   const auto s = a.save();
   CHECK(s.kind == "shape_bias");
-  CHECK(s.choice("categories") == "cat\ndog\ncar");
+  CHECK(s.choice("category_names") == "cat\ndog\ncar");
   CHECK(s.array("members") == xt::xarray<double>{0, 1, 2, 3});
   CHECK(s.array("member_count") == xt::xarray<double>{2, 1, 1});
   auto back = shape_bias_accumulator::load(s);
@@ -335,7 +335,7 @@ TEST_CASE("shape_bias_accumulator: save and load round trip", "[shape_bias]") {
     other.kind = "topk_accuracy";
     CHECK_THROWS_AS(shape_bias_accumulator::load(other), std::invalid_argument);
     auto names = s;
-    names.text["categories"] = "cat\ndog";
+    names.text["category_names"] = "cat\ndog";
     CHECK_THROWS_AS(shape_bias_accumulator::load(names), std::invalid_argument);
     auto counts = s;
     counts.arrays["member_count"] = xt::xarray<double>{2, 1, 2};
