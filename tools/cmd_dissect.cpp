@@ -627,11 +627,7 @@ void write_dissection(std::vector<network>& nets, const probe_set& ps, const dis
 /// The bytes of an HDF5 file in memory holding `nets` as a shard's partial result.
 std::string image_of(const std::vector<network>& nets, const probe_set& ps, const partial_info& part, const nlohmann::json& rec,
                      bool tallied) {
-  auto h5 = create_memory_file("dissect.h5");
-  save_networks(h5.get(), "dissect.h5", nets, ps, tallied);
-  write_partial(h5.get(), part, "dissect.h5");
-  io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), "dissect.h5");
-  return file_image(h5.get(), "dissect.h5");
+  return partial_image("dissect.h5", part, rec, [&](hid_t h5) { save_networks(h5, "dissect.h5", nets, ps, tallied); });
 }
 
 /// The quantile accumulators of a threshold pass (or of any dissect output) in DIR, for the

@@ -583,11 +583,8 @@ void run(const diversity_options& o, const nlohmann::json& rec, mpi_session* mpi
   }
   const auto images = mpi->gather([&] {
     const auto r = compute(o);
-    auto h5 = create_memory_file("diversity.h5");
-    save_states(h5.get(), r, "diversity.h5");
-    write_partial(h5.get(), partial_info::of("diversity", shard::parse(o.data.shard), r.key), "diversity.h5");
-    io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), "diversity.h5");
-    return file_image(h5.get(), "diversity.h5");
+    return partial_image("diversity.h5", partial_info::of("diversity", shard::parse(o.data.shard), r.key), rec,
+                         [&](hid_t h5) { save_states(h5, r, "diversity.h5"); });
   });
   if (mpi->root()) merge_images(images, mpi_step(*mpi), o.output, o.common.quiet);
 }

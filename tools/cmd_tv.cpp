@@ -551,11 +551,8 @@ void run_activations(const tv_options& o, nlohmann::json rec, mpi_session* mpi) 
   }
   const auto images = mpi->gather([&] {
     const auto r = compute_activations(o);
-    auto h5 = create_memory_file("tv.h5");
-    save_result(h5.get(), r, "tv.h5");
-    write_partial(h5.get(), partial_info::of("tv", shard::parse(o.data.shard), r.key), "tv.h5");
-    io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), "tv.h5");
-    return file_image(h5.get(), "tv.h5");
+    return partial_image("tv.h5", partial_info::of("tv", shard::parse(o.data.shard), r.key), rec,
+                         [&](hid_t h5) { save_result(h5, r, "tv.h5"); });
   });
   if (mpi->root()) merge_images(images, mpi_step(*mpi), o.output, o.common.quiet);
 }

@@ -163,4 +163,13 @@ io::h5::handle open_file_image(const std::string& bytes, const std::string& name
                                       "cannot open the partial result received"));
 }
 
+std::string partial_image(const std::string& name, const partial_info& part, const nlohmann::json& rec,
+                          const std::function<void(hid_t)>& save) {
+  auto h5 = create_memory_file(name);
+  save(h5.get());
+  write_partial(h5.get(), part, name);
+  io::h5::write_attribute(h5.get(), "provenance", nlohmann::json{{"run", rec}}.dump(), name);
+  return file_image(h5.get(), name);
+}
+
 }  // namespace shapebias::tools

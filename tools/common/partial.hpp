@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -64,5 +65,9 @@ io::h5::handle create_memory_file(const std::string& name);
 std::string file_image(hid_t file, const std::string& name);
 /// Opens bytes from file_image read-only.
 io::h5::handle open_file_image(const std::string& bytes, const std::string& name);
+/// An MPI rank's partial result as bytes: an HDF5 file `name` in memory with what `save` writes into
+/// it, the partial record `part`, and {"run": rec} as its provenance.
+std::string partial_image(const std::string& name, const partial_info& part, const nlohmann::json& rec,
+                          const std::function<void(hid_t)>& save);
 
 }  // namespace shapebias::tools

@@ -150,19 +150,17 @@ TEST_CASE("check_parts: one run's shards pass; every mismatch is one line naming
 }
 
 TEST_CASE("partial records and states survive an HDF5 file image (the form MPI ranks send)") {
-  auto h5 = create_memory_file("part.h5");
   stats::state s;
   s.kind = "example";
   s.params = {{"count", 7}};
   s.text = {{"norm", "l1"}};
   s.arrays = {{"x", xt::xarray<double>{{1, 2}, {3, 4}}}};
-  io::write_state(h5.get(), "S/layer/tv", s, "part.h5");
   const auto p = partial_info::of("tv", shard{1, 4}, {{"params", {{"beta", 2}}}});
-  write_partial(h5.get(), p, "part.h5");
-  const auto bytes = file_image(h5.get(), "part.h5");
-  h5.reset();
+  const nlohmann::json rec{{"verb", "tv"}, {"seeds", {{"noise", 3}}}};
+  const auto bytes = partial_image("part.h5", p, rec, [&](hid_t h5) { io::write_state(h5, "S/layer/tv", s, "part.h5"); });
   CHECK(bytes.size() > 0);
   const auto back = open_file_image(bytes, "rank 1");
+  CHECK(nlohmann::json::parse(io::h5::read_string_attribute(back.get(), "provenance", "rank 1")) == nlohmann::json{{"run", rec}});
   const auto q = read_partial(back.get(), "rank 1");
   CHECK(q.verb == "tv");
   CHECK(q.count == 4);
