@@ -650,12 +650,7 @@ int run_diversity(std::span<char*> args) {
   if (!parse(app, args)) return 0;
   check_names(o.names, o.inputs.size(), "inputs");
   const auto rec = start_record("diversity", args);
-  std::optional<mpi_session> mpi;
-  if (o.mpi) {
-    mpi.emplace();
-    o.data.shard = mpi->shard();
-  }
-  run(o, rec, mpi ? &*mpi : nullptr);
+  with_mpi(o.mpi, o.data.shard, [&](mpi_session* mpi) { run(o, rec, mpi); });
   return 0;
 }
 

@@ -626,12 +626,7 @@ int run_tv(std::span<char*> args) {
     run_filters(o, rec);
     return 0;
   }
-  std::optional<mpi_session> mpi;
-  if (o.mpi) {
-    mpi.emplace();
-    o.data.shard = mpi->shard();
-  }
-  run_activations(o, rec, mpi ? &*mpi : nullptr);
+  with_mpi(o.mpi, o.data.shard, [&](mpi_session* mpi) { run_activations(o, rec, mpi); });
   return 0;
 }
 

@@ -44,4 +44,14 @@ class mpi_session {
   int rank_ = 0, size_ = 1;
 };
 
+/// Runs `run(session)`: with --mpi (`use`), in a session whose rank's shard is put in `shard`;
+/// otherwise with a null session.
+template <class F>
+void with_mpi(bool use, std::string& shard, F&& run) {
+  if (!use) return run(static_cast<mpi_session*>(nullptr));
+  mpi_session s;
+  shard = s.shard();
+  run(&s);
+}
+
 }  // namespace shapebias::tools
