@@ -7,7 +7,10 @@
 #include <xtensor/xutils.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <thread>
@@ -84,6 +87,50 @@ void parallel_for(std::size_t n, unsigned threads, F&& f) {
   for (auto& t : pool) t.join();
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+/// Sorts finite floats ascending, as std::sort does (-0 and +0 compare equal, in either order).
+/// An LSD radix sort of the order-preserving integer image of the bits, 11 bits a pass: a few times
+/// faster than std::sort on the thousands of samples a quantile sketch compacts at once.
+inline void sort_floats(std::vector<float>& v) {
+  const std::size_t n = v.size();
+  if (n < 512) {
+    std::sort(v.begin(), v.end());
+    return;
+  }
+  const auto key = [](float f) {
+    std::uint32_t b;
+    std::memcpy(&b, &f, sizeof b);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+  };
+  thread_local std::vector<std::uint32_t> a, b;
+  a.resize(n);
+  b.resize(n);
+  std::array<std::array<std::uint32_t, 2048>, 3> count{};
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t k = key(v[i]);
+    a[i] = k;
+    ++count[0][k & 2047u];
+    ++count[1][(k >> 11) & 2047u];
+    ++count[2][k >> 22];
+  }
+  for (int pass = 0; pass < 3; ++pass) {
+    auto& c = count[static_cast<std::size_t>(pass)];
+    std::uint32_t sum = 0;
+    for (auto& x : c) {
+      const std::uint32_t t = x;
+      x = sum;
+      sum += t;
+    }
+    const int shift = 11 * pass;
+    for (std::size_t i = 0; i < n; ++i) b[c[(a[i] >> shift) & 2047u]++] = a[i];
+    a.swap(b);
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t k = a[i];
+    const std::uint32_t bits = (k & 0x80000000u) ? (k & 0x7fffffffu) : ~k;
+    std::memcpy(&v[i], &bits, sizeof bits);
+  }
 }
 
 }  // namespace shapebias::stats::detail

@@ -442,7 +442,7 @@ class quantile_sketch {
   void compact(unit_state& s, std::size_t h) {
     if (s.levels.size() == h + 1) s.levels.emplace_back();
     std::vector<float>& lv = s.levels[h];
-    std::sort(lv.begin(), lv.end());
+    detail::sort_floats(lv);
     const std::size_t pairs = lv.size() / 2;
     const std::size_t offset = static_cast<std::size_t>(s.rng() >> 63);
     ++s.draws;

@@ -381,3 +381,22 @@ TEST_CASE("quantiles: errors", "[stats][quantile]") {
     CHECK_THROWS_AS(q.retained(1), std::out_of_range);
   }
 }
+
+TEST_CASE("sort_floats (the sketch's compaction sort) orders as std::sort does", "[stats][quantile]") {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::denorm_min(), -std::numeric_limits<float>::denorm_min(),
+                            std::numeric_limits<float>::max(), std::numeric_limits<float>::lowest(),
+                            std::numeric_limits<float>::min(), 1.0f, -1.0f};
+  for (std::size_t n : {0u, 1u, 2u, 511u, 512u, 513u, 4097u, 30000u}) {
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto pick = rng() % 4;  // post-ReLU-like zeros, repeated values, specials, and spread values
+      v[i] = pick == 0 ? 0.0f : pick == 1 ? std::round(normal(rng)) : pick == 2 ? specials[rng() % 9] : normal(rng) * 1e3f;
+    }
+    auto ref = v;
+    std::sort(ref.begin(), ref.end());
+    shapebias::stats::detail::sort_floats(v);
+    CHECK(v == ref);  // equal as values (-0 == +0, in either order)
+  }
+}
